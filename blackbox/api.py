@@ -1,0 +1,125 @@
+"""The library's entry points. Each CLI command is a thin wrapper over one function here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blackbox.backends import BACKENDS
+from blackbox.backends.base import Backend
+from blackbox.backends.metered import Budget, MeteredBackend
+from blackbox.errors import BbxError
+from blackbox.methods import METHODS
+from blackbox.methods.base import RunContext
+from blackbox.paths import responses_dir
+from blackbox.recipes import load_recipe, parse_recipe
+from blackbox.recipes.schema import EvalRecipe, RecipeBase
+from blackbox.runs import RunDir, ledger_counts
+
+
+@dataclass
+class RunResult:
+    """Where a run went and what it found."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def make_backend(config: Any) -> Backend:
+    """Instantiate the (unmetered) backend a recipe's ``backend:`` section describes."""
+    options = config.model_dump(exclude={"kind"})
+    cls = BACKENDS.get(config.kind)
+    return cls(**options)
+
+
+def _recipe_name(recipe: RecipeBase) -> str:
+    return recipe.name or f"{recipe.method}-{recipe.task_name}-s{recipe.seed}"  # type: ignore[attr-defined]
+
+
+def run_recipe(
+    recipe: RecipeBase | str | Path | dict[str, Any],
+    overrides: list[str] | None = None,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    backend: Backend | None = None,
+) -> RunResult:
+    """Run one recipe end to end and return its summary.
+
+    ``recipe`` is a validated recipe, a YAML path or a mapping. ``run_dir`` reopens an existing
+    run directory (resume); otherwise a fresh one is made under the recipe's ``output_dir``.
+    ``backend`` replaces the recipe's backend (tests, embedding bbx in another program).
+    """
+    if isinstance(recipe, (str, Path)):
+        recipe = load_recipe(recipe, overrides)
+    elif isinstance(recipe, dict):
+        recipe = parse_recipe(recipe)
+    elif overrides:
+        raise BbxError("overrides apply to recipe files; edit the recipe object instead")
+    method = recipe.method  # type: ignore[attr-defined]
+    run_fn = METHODS.get(method)
+    data = recipe.model_dump(mode="json")
+    rd = RunDir.open(data, recipe.output_dir, run_dir, name=_recipe_name(recipe))
+    inner = backend if backend is not None else make_backend(recipe.backend)
+    metered = MeteredBackend(
+        inner,
+        cache_dir=recipe.cache_dir or responses_dir(),
+        ledger_path=rd.ledger,
+        budget=Budget(recipe.budget.max_queries, recipe.budget.max_tokens),
+    )
+    ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress)
+    t0 = time.perf_counter()
+    ledger_before = ledger_counts(rd.ledger)["rows"]
+    try:
+        rd.write_manifest(method=method, seed=recipe.seed, task=recipe.task_name,
+                          backend={"kind": inner.name, "fingerprint": inner.fingerprint,
+                                   "capabilities": inner.capabilities.as_dict()})
+        summary = run_fn(recipe, ctx)
+    finally:
+        metered.close()
+    summary = {"method": method, **summary, "usage": metered.usage.as_dict(),
+               "ledger_rows_this_run": ledger_counts(rd.ledger)["rows"] - ledger_before,
+               "run_wall_s": round(time.perf_counter() - t0, 2)}
+    if ctx.notes:
+        summary["notes"] = ctx.notes
+    rd.write_summary(summary)
+    return RunResult(rd.path, summary)
+
+
+def evaluate(
+    task: str = "sst-2",
+    split: str = "test",
+    template: int | str = 0,
+    prompt: str = "",
+    limit: int | None = None,
+    seed: int = 42,
+    backend: dict[str, Any] | None = None,
+    **fields: Any,
+) -> RunResult:
+    """Accuracy of a template (+ prompt) on a task split: ``bbx eval`` as a function."""
+    data: dict[str, Any] = {"method": "eval", "task": task, "split": split, "template": template,
+                            "prompt": prompt, "limit": limit, "seed": seed, **fields}
+    if backend is not None:
+        data["backend"] = backend
+    recipe = parse_recipe(data, source="eval")
+    assert isinstance(recipe, EvalRecipe)
+    return run_recipe(recipe)
+
+
+def list_available() -> dict[str, list[str]]:
+    """Names of the optimizers, backends, methods, tasks and shipped recipes."""
+    from blackbox.data.tasks import TASKS
+    from blackbox.optim import OPTIMIZERS
+    from blackbox.paths import repo_root
+
+    root = repo_root()
+    recipes = sorted(str(p.relative_to(root)) for p in (root / "recipes").glob("*.yaml")) \
+        if root is not None else []
+    return {
+        "optimizers": OPTIMIZERS.names() + ["ng:<any nevergrad optimizer>"],
+        "backends": BACKENDS.names(),
+        "methods": METHODS.names(),
+        "tasks": [f"{n}  ({t.description})" for n, t in TASKS.items()],
+        "recipes": recipes,
+    }

@@ -1,0 +1,233 @@
+"""The metered wrapper: cache → budget → call → ledger. The ONLY place calls are counted.
+
+Every backend a method uses is wrapped in :class:`MeteredBackend`:
+
+1. each item of a batched request (one prompt, one pair, ...) gets a content address: the
+   sha256 of the canonical JSON of the request plus the backend's fingerprint;
+2. cached items are answered from a ``diskcache`` store (JSON values, never pickle);
+3. the items still to pay for are checked against the budget BEFORE the call — a request that
+   would overspend raises :class:`~blackbox.errors.BudgetExceeded` and nothing is sent;
+4. the misses go to the inner backend in one batched call;
+5. one ``ledger.jsonl`` row per item records verb, key, cached flag, tokens and latency.
+
+A run killed midway and restarted on the same cache pays again for nothing it already had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blackbox.backends.base import Adapter, Backend, Capabilities, Position, normalize_adapter
+from blackbox.errors import BudgetExceeded
+
+
+@dataclass
+class Budget:
+    """Limits on what a run may pay for (``None`` = unlimited)."""
+
+    max_queries: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class Usage:
+    """What a metered backend has answered so far."""
+
+    queries: int = 0  # items paid for (sent to the inner backend)
+    tokens: int = 0  # prompt tokens of the items paid for
+    cached: int = 0  # items answered from the cache
+    by_verb: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"queries": self.queries, "tokens": self.tokens, "cached": self.cached,
+                "by_verb": dict(self.by_verb)}
+
+
+def canonical_key(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``payload`` (sorted keys, no whitespace)."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class MeteredBackend:
+    """Wrap a backend with a content-addressed cache, a budget and a ledger."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        cache_dir: str | Path | None = None,
+        ledger_path: str | Path | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.budget = budget or Budget()
+        self.usage = Usage()
+        self._lock = threading.Lock()
+        self._cache = None
+        if cache_dir is not None:
+            import diskcache
+
+            self._cache = diskcache.Cache(str(cache_dir), disk=diskcache.JSONDisk,
+                                          disk_compress_level=0)
+        self._ledger = None
+        if ledger_path is not None:
+            Path(ledger_path).parent.mkdir(parents=True, exist_ok=True)
+            self._ledger = open(ledger_path, "a", encoding="utf-8")  # noqa: SIM115 - lives with self
+
+    # -- pass-through properties ---------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    # -- the one metering path -----------------------------------------------------------
+    def _metered(
+        self,
+        verb: str,
+        items: list[dict[str, Any]],
+        texts: list[str],
+        compute: Callable[[list[int]], list[Any]],
+        cacheable: bool = True,
+    ) -> list[Any]:
+        fp = self.inner.fingerprint
+        keys = [canonical_key({"fp": fp, "verb": verb, **item}) for item in items]
+        results: list[Any] = [None] * len(items)
+        hit = [False] * len(items)
+        if self._cache is not None and cacheable:
+            for i, k in enumerate(keys):
+                value = self._cache.get(k)
+                if value is not None:
+                    results[i], hit[i] = value, True
+        # one query per distinct missing key, even if a batch repeats an item
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if not hit[i] and k not in first:
+                first[k] = i
+        miss = list(first.values())
+        tokens = self.inner.count_tokens([texts[i] for i in miss]) if miss else []
+        with self._lock:
+            b, u = self.budget, self.usage
+            if b.max_queries is not None and u.queries + len(miss) > b.max_queries:
+                raise BudgetExceeded(
+                    f"query budget reached: {u.queries} of {b.max_queries} used, "
+                    f"{len(miss)} more needed; raise the budget to continue"
+                )
+            if b.max_tokens is not None and u.tokens + sum(tokens) > b.max_tokens:
+                raise BudgetExceeded(
+                    f"token budget reached: {u.tokens} of {b.max_tokens} used, "
+                    f"{sum(tokens)} more needed; raise the budget to continue"
+                )
+            # reserve before calling so concurrent callers cannot overspend together
+            u.queries += len(miss)
+            u.tokens += sum(tokens)
+            u.cached += len(items) - len(miss)
+            u.by_verb[verb] = u.by_verb.get(verb, 0) + len(miss)
+        t0 = time.perf_counter()
+        fresh = compute(miss) if miss else []
+        latency = (time.perf_counter() - t0) / max(1, len(miss))
+        by_key = {keys[i]: r for i, r in zip(miss, fresh, strict=True)}
+        for i, k in enumerate(keys):
+            if not hit[i]:
+                results[i] = by_key[k]
+        if self._cache is not None and cacheable:
+            for i in miss:
+                self._cache.set(keys[i], results[i])
+        self._write_ledger(verb, keys, hit, miss, tokens, latency)
+        return results
+
+    def _write_ledger(self, verb: str, keys: list[str], hit: list[bool], miss: list[int],
+                      tokens: list[int], latency: float) -> None:
+        if self._ledger is None:
+            return
+        now = time.time()
+        tok = dict(zip(miss, tokens, strict=True))
+        lines = []
+        for i, k in enumerate(keys):
+            paid = i in tok
+            lines.append(json.dumps({
+                "t": round(now, 3), "verb": verb, "key": k[:16], "cached": not paid,
+                "tokens": tok.get(i, 0), "latency_s": round(latency, 5) if paid else 0.0,
+            }))
+        with self._lock:
+            self._ledger.write("\n".join(lines) + "\n")
+            self._ledger.flush()
+
+    # -- verbs ---------------------------------------------------------------------------
+    def label_logprobs(
+        self, prompts: Sequence[str], label_words: Sequence[str], adapter: Adapter = None
+    ) -> list[list[float]]:
+        adapter = normalize_adapter(adapter)
+        prompts, words = list(prompts), list(label_words)
+        items = [{"prompt": p, "label_words": words, "adapter": adapter} for p in prompts]
+        return self._metered(
+            "label_logprobs", items, prompts,
+            lambda idx: self.inner.label_logprobs([prompts[i] for i in idx], words, adapter),
+        )
+
+    def score(
+        self, prompts: Sequence[str], continuations: Sequence[str], adapter: Adapter = None
+    ) -> list[list[float]]:
+        adapter = normalize_adapter(adapter)
+        prompts, conts = list(prompts), list(continuations)
+        items = [{"prompt": p, "continuation": c, "adapter": adapter}
+                 for p, c in zip(prompts, conts, strict=True)]
+        return self._metered(
+            "score", items, [p + c for p, c in zip(prompts, conts, strict=True)],
+            lambda idx: self.inner.score([prompts[i] for i in idx], [conts[i] for i in idx],
+                                         adapter),
+        )
+
+    def hidden(
+        self, prompts: Sequence[str], position: Position = "last", adapter: Adapter = None
+    ) -> list[list[float]]:
+        adapter = normalize_adapter(adapter)
+        prompts = list(prompts)
+        items = [{"prompt": p, "position": position, "adapter": adapter} for p in prompts]
+        return self._metered(
+            "hidden", items, prompts,
+            lambda idx: self.inner.hidden([prompts[i] for i in idx], position, adapter),
+        )
+
+    def generate(
+        self, prompts: Sequence[str], params: dict[str, Any] | None = None, adapter: Adapter = None
+    ) -> list[str]:
+        adapter = normalize_adapter(adapter)
+        params = dict(params or {})
+        prompts = list(prompts)
+        # sampled text is only reusable under an explicit sample index (params["seed"])
+        cacheable = float(params.get("temperature", 0.0)) == 0.0 or "seed" in params
+        items = [{"prompt": p, "params": params, "adapter": adapter} for p in prompts]
+        return self._metered(
+            "generate", items, prompts,
+            lambda idx: self.inner.generate([prompts[i] for i in idx], params, adapter),
+            cacheable=cacheable,
+        )
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        texts = list(texts)
+        items = [{"text": t} for t in texts]
+        return self._metered("embed", items, texts,
+                             lambda idx: self.inner.embed([texts[i] for i in idx]))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+    def close(self) -> None:
+        """Close the ledger and the cache; the inner backend is closed too."""
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+        if self._cache is not None:
+            self._cache.close()
+        self.inner.close()

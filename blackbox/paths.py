@@ -1,0 +1,31 @@
+"""Where bbx keeps things on disk: one cache root, overridable with ``BBX_CACHE_DIR``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """``$BBX_CACHE_DIR``, else the platform's user cache dir for ``bbx``."""
+    env = os.environ.get("BBX_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("bbx"))
+
+
+def responses_dir() -> Path:
+    """The default response cache shared by all runs (content-addressed, safe to share).
+
+    ``$BBX_RESPONSES_DIR`` overrides it alone (tests use a fresh one; models stay cached).
+    """
+    env = os.environ.get("BBX_RESPONSES_DIR")
+    return Path(env).expanduser() if env else cache_root() / "responses"
+
+
+def repo_root() -> Path | None:
+    """The source checkout this package runs from, if it is one (for recipes/ and git)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None

@@ -1,0 +1,166 @@
+"""The run directory: everything a run leaves behind, and what lets it resume.
+
+::
+
+    <run_dir>/recipe.yaml      the resolved recipe (after includes and --set)
+    <run_dir>/manifest.json    seeds, versions, git revision, backend fingerprint, optimizer
+    <run_dir>/trials.jsonl     one row per finished trial (search methods)
+    <run_dir>/ledger.jsonl     one row per backend item: cached flag, tokens, latency
+    <run_dir>/summary.json     the result (written last; its presence means "finished")
+
+Seeds: one seed per recipe; :func:`child_rng` spawns a named, independent generator from it,
+so adding a random draw in one place never shifts the draws of another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from blackbox.errors import BbxError
+from blackbox.paths import repo_root
+
+
+def child_rng(seed: int, name: str) -> np.random.Generator:
+    """An independent generator for the purpose ``name`` under the recipe ``seed``."""
+    tag = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+    return np.random.default_rng([seed, tag])
+
+
+def git_revision() -> str | None:
+    """The checkout's git revision (``+dirty`` when modified), or None outside a checkout."""
+    root = repo_root()
+    if root is None:
+        return None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("+dirty" if dirty else "")) if rev else None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour a result depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("bbx", "torch", "transformers", "numpy", "nevergrad", "cma", "openai",
+                 "scikit-learn", "pot", "peft"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)  # atomic: a killed run never leaves half a file
+
+
+@dataclass
+class RunDir:
+    """A run directory (see module docstring)."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, recipe_data: dict[str, Any], output_dir: str | Path,
+             run_dir: str | Path | None = None, name: str = "run") -> RunDir:
+        """Create a fresh run directory, or reopen ``run_dir`` to resume it.
+
+        Reopening checks that the directory holds the same recipe: resuming a different
+        recipe into old trials would silently mix two experiments.
+        """
+        if run_dir is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = Path(output_dir) / f"{stamp}-{name}"
+            path, i = base, 1
+            while path.exists():
+                i += 1
+                path = base.with_name(f"{base.name}-{i}")
+        else:
+            path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        rd = cls(path)
+        saved = path / "recipe.yaml"
+        text = yaml.safe_dump(recipe_data, sort_keys=True)
+        if saved.is_file() and yaml.safe_load(saved.read_text()) != recipe_data:
+            raise BbxError(
+                f"run directory {path} holds a different recipe: pass a new --run-dir "
+                "(or none) to start a fresh run"
+            )
+        if not saved.is_file():
+            saved.write_text(text)
+        return rd
+
+    @property
+    def trials(self) -> Path:
+        return self.path / "trials.jsonl"
+
+    @property
+    def ledger(self) -> Path:
+        return self.path / "ledger.jsonl"
+
+    def write_manifest(self, **fields: Any) -> None:
+        """Write manifest.json: versions, git revision, host, plus the given fields."""
+        data = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": package_versions(),
+            "git_revision": git_revision(),
+            "host": {"platform": platform.platform(), "machine": platform.machine(),
+                     "cpus": os.cpu_count()},
+            **fields,
+        }
+        _write_json(self.path / "manifest.json", data)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        _write_json(self.path / "summary.json", summary)
+
+    def write_json(self, name: str, data: Any) -> None:
+        """Write any other JSON artefact atomically."""
+        _write_json(self.path / name, data)
+
+
+def read_run(path: str | Path) -> dict[str, Any]:
+    """Load a run directory's recipe, manifest and summary (for ``bbx report``)."""
+    p = Path(path)
+    if not (p / "recipe.yaml").is_file():
+        raise BbxError(f"{p} is not a bbx run directory (no recipe.yaml): pass a folder under "
+                       "results/runs/")
+    recipe = yaml.safe_load((p / "recipe.yaml").read_text())
+    out: dict[str, Any] = {"path": str(p), "recipe": recipe}
+    for name in ("manifest", "summary"):
+        f = p / f"{name}.json"
+        out[name] = json.loads(f.read_text()) if f.is_file() else None
+    return out
+
+
+def ledger_counts(path: str | Path) -> dict[str, int]:
+    """Rows, uncached (paid) rows and paid tokens in a ledger file."""
+    rows = paid = tokens = 0
+    p = Path(path)
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a row cut off by a kill
+            rows += 1
+            if not row.get("cached"):
+                paid += 1
+                tokens += int(row.get("tokens", 0))
+    return {"rows": rows, "paid": paid, "cached": rows - paid, "tokens": tokens}

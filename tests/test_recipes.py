@@ -1,0 +1,64 @@
+"""Recipes: schema, includes, --set overrides, clear errors, and every shipped recipe dry-runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blackbox.api import run_recipe
+from blackbox.backends.fake import FakeBackend
+from blackbox.errors import BbxError
+from blackbox.recipes import load_recipe
+from blackbox.recipes.loader import apply_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.name.startswith("_"))
+
+
+def test_include_and_set(tmp_path) -> None:
+    (tmp_path / "base.yaml").write_text("backend: {kind: fake, seed: 3}\nseed: 1\n")
+    (tmp_path / "r.yaml").write_text("include: base.yaml\nmethod: eval\ntask: trec\nseed: 2\n")
+    r = load_recipe(tmp_path / "r.yaml", ["limit=10", "backend.seed=5"])
+    assert (r.seed, r.limit, r.backend.kind, r.backend.seed) == (2, 10, "fake", 5)
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("method: eval\ntempalte: 1\n", "unknown key 'tempalte' (did you mean 'template'?)"),
+    ("method: eval\nbackend: {kind: fake, sed: 1}\n", "unknown key 'backend.sed'"),
+    ("method: evl\n", "unknown method 'evl' (did you mean 'eval'?)"),
+    ("task: sst-2\n", "needs a 'method:' key"),
+    ("method: eval\ntask: sst2\n", "unknown task 'sst2'"),
+    ("method: eval\n  bad: [\n", "not valid YAML"),
+    ("- a list\n", "must be a mapping"),
+])
+def test_bad_recipes_give_one_line_errors(tmp_path, text: str, msg: str) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(text)
+    with pytest.raises(BbxError) as e:
+        load_recipe(f)
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_include_cycle_and_missing_file(tmp_path) -> None:
+    (tmp_path / "a.yaml").write_text("include: b.yaml\nmethod: eval\n")
+    (tmp_path / "b.yaml").write_text("include: a.yaml\n")
+    with pytest.raises(BbxError, match="include cycle"):
+        load_recipe(tmp_path / "a.yaml")
+    with pytest.raises(BbxError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_set_needs_key_value() -> None:
+    with pytest.raises(BbxError, match="key=value"):
+        apply_overrides({}, ["budget"])
+    assert apply_overrides({}, ["a.b=[1, 2]"]) == {"a": {"b": [1, 2]}}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_recipe_validates_and_dry_runs(path: Path, tmp_path) -> None:
+    recipe = load_recipe(path)
+    result = run_recipe(recipe.model_copy(update={"output_dir": str(tmp_path)}),
+                        backend=FakeBackend(), progress=False)
+    assert (result.run_dir / "summary.json").is_file()
+    assert (result.run_dir / "manifest.json").is_file()
