@@ -15,7 +15,7 @@ from blackbox.methods import METHODS
 from blackbox.methods.base import RunContext
 from blackbox.paths import responses_dir
 from blackbox.recipes import load_recipe, parse_recipe
-from blackbox.recipes.schema import EvalRecipe, RecipeBase
+from blackbox.recipes.schema import RecipeBase
 from blackbox.runs import RunDir, ledger_counts
 
 
@@ -58,7 +58,7 @@ def run_recipe(
     elif overrides:
         raise BbxError("overrides apply to recipe files; edit the recipe object instead")
     method = recipe.method  # type: ignore[attr-defined]
-    run_fn = METHODS.get(method)
+    run_fn = METHODS.get(method).run
     data = recipe.model_dump(mode="json")
     rd = RunDir.open(data, recipe.output_dir, run_dir, name=_recipe_name(recipe))
     inner = backend if backend is not None else make_backend(recipe.backend)
@@ -102,9 +102,7 @@ def evaluate(
                             "prompt": prompt, "limit": limit, "seed": seed, **fields}
     if backend is not None:
         data["backend"] = backend
-    recipe = parse_recipe(data, source="eval")
-    assert isinstance(recipe, EvalRecipe)
-    return run_recipe(recipe)
+    return run_recipe(parse_recipe(data, source="eval"))
 
 
 def list_available() -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Name → implementation registries with lazy ``"module:attr"`` targets.
+"""Name → implementation registries with lazy ``"module:attr"`` (or ``"module"``) targets.
 
 Registering a target never imports it, so listing optimizers or backends costs nothing.
 Third-party packages plug in through entry points (groups ``bbx.optimizers``,
@@ -55,7 +55,7 @@ class Registry:
         """Import and return the implementation registered as ``name``."""
         module, _, attr = self.target(name).partition(":")
         obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
+        for part in filter(None, attr.split(".")):
             obj = getattr(obj, part)
         return obj
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from blackbox.cli.common import emit
 from blackbox.errors import BbxError
 
 app = typer.Typer(
@@ -20,30 +21,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr)
-
-
-def _render_summary(summary: dict[str, Any], run_dir: Path | str | None = None) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"bbx {summary.get('method', 'run')}", show_header=True)
-    table.add_column("field")
-    table.add_column("value", overflow="fold")
-    for key, value in summary.items():
-        if isinstance(value, float):
-            value = f"{value:.4f}"
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                              for k, v in value.items())
-        table.add_row(key, str(value))
-    if run_dir is not None:
-        table.add_row("run_dir", str(run_dir))
-    _console().print(table)
 
 
 BackendOpt = Annotated[str, typer.Option(help="Backend kind: local | fake.")]
@@ -63,7 +40,7 @@ def run_cmd(
     from blackbox.api import run_recipe
 
     result = run_recipe(recipe, overrides=list(set_ or []), run_dir=run_dir, progress=progress)
-    _emit(result.summary, result.run_dir, json_out)
+    emit(result.summary, result.run_dir, json_out)
 
 
 @app.command("eval")
@@ -96,16 +73,7 @@ def eval_cmd(
         "budget": {"max_queries": max_queries},
     }, source="bbx eval")
     result = run_recipe(recipe, progress=progress)
-    _emit(result.summary, result.run_dir, json_out)
-
-
-def _emit(summary: dict[str, Any], run_dir: Path | str | None, json_out: bool) -> None:
-    if json_out:
-        import json
-
-        typer.echo(json.dumps({**summary, "run_dir": str(run_dir)}, indent=2, default=str))
-    else:
-        _render_summary(summary, run_dir)
+    emit(result.summary, result.run_dir, json_out)
 
 
 @app.command("report")
@@ -121,7 +89,7 @@ def report_cmd(
         raise BbxError(f"run {run_dir} has not finished (no summary.json): resume it with "
                        f"bbx run RECIPE --run-dir {run_dir}")
     summary = {**run["summary"], "ledger": ledger_counts(Path(run_dir) / "ledger.jsonl")}
-    _emit(summary, run_dir, json_out)
+    emit(summary, run_dir, json_out)
 
 
 @app.command("ls")
@@ -140,6 +108,20 @@ def ls_cmd(
             typer.echo(f"{name}:")
             for item in items:
                 typer.echo(f"  {item}")
+
+
+# Each method's commands live in their own module with a `register(app)` function.
+COMMAND_MODULES: list[str] = []
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -1,8 +1,13 @@
-"""The methods. One folder each, same shape: ``method.py`` exposes ``run(recipe, ctx) -> dict``."""
+"""The methods. One folder each, same shape.
+
+A method package exposes ``Recipe`` (its pydantic recipe model, a subclass of
+:class:`blackbox.recipes.schema.RecipeBase` with ``method: Literal[<name>]``) and
+``run(recipe, ctx) -> dict`` (the summary). Registering a method is one line below.
+"""
 
 from blackbox.registry import Registry
 
 METHODS = Registry("method", "bbx.methods")
-METHODS.register("eval", "blackbox.methods.eval.method:run")
+METHODS.register("eval", "blackbox.methods.eval")
 
 __all__ = ["METHODS"]

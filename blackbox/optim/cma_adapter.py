@@ -49,7 +49,9 @@ class CMAOptimizer(BaseOptimizer):
                            "use 'ng:DiscreteOnePlusOne' or 'random'")
         import cma
 
-        self.popsize = int(popsize or max(batch_size, 2))
+        # a batch of 1 would make a population of 1: fall back to cma's own default then
+        default_pop = batch_size if batch_size >= 2 else 4 + int(3 * math.log(space.dim))
+        self.popsize = int(popsize or default_pop)
         if self.popsize < 2:
             raise BbxError(f"cma popsize must be >= 2, got {self.popsize}")
         self.sigma0 = float(sigma0 if sigma0 is not None else space.sigma)

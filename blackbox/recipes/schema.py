@@ -1,8 +1,8 @@
 """The recipe schema: pydantic models with ``extra="forbid"``, discriminated on ``method:``.
 
-A recipe is data: no code runs from YAML. Each method adds its own model to
-:data:`RECIPE_TYPES`; the common fields (task, backend, budget, seed, where things go) live
-in :class:`RecipeBase`.
+A recipe is data: no code runs from YAML. Each method package defines its own model (its
+``Recipe``); the common fields (task, backend, budget, seed, where things go) live in
+:class:`RecipeBase`.
 """
 
 from __future__ import annotations
@@ -97,40 +97,16 @@ class RecipeBase(Strict):
         return self.task.name if isinstance(self.task, TaskSpec) else self.task
 
 
-class EvalRecipe(RecipeBase):
-    """Accuracy of a template (+ optional prompt) on a split: every method's baseline."""
-
-    method: Literal["eval"] = "eval"
-    split: Literal["train", "dev", "test"] = "test"
-    template: int | str = 0  # index into the task's templates, or a template string
-    prompt: str = ""
-    limit: int | None = Field(None, ge=1)  # evaluate a seeded subset of this size
-    chunk: int = Field(256, ge=1)  # prompts per metered call (progress + budget granularity)
-
-    def template_text(self) -> str:
-        task = self.get_task()
-        if isinstance(self.template, int):
-            if not 0 <= self.template < len(task.templates):
-                raise BbxError(
-                    f"template index {self.template} out of range: task '{task.name}' has "
-                    f"{len(task.templates)} templates (0..{len(task.templates) - 1})"
-                )
-            return task.templates[self.template]
-        if "{text}" not in self.template:
-            raise BbxError("template string needs a {text} placeholder")
-        return self.template
-
-
-# Methods register their recipe models here (discriminated on `method`).
-RECIPE_TYPES: dict[str, type[RecipeBase]] = {"eval": EvalRecipe}
-
-Recipe = EvalRecipe
-
-
 def recipe_model(method: Any) -> type[RecipeBase]:
-    """The recipe model for ``method``; unknown methods are a user error."""
+    """The recipe model of ``method`` (each method package exports ``Recipe``).
+
+    The ``method:`` key is the discriminator; dispatching on it here, rather than through one
+    big pydantic union, keeps each method's schema in its own folder and its errors short.
+    """
+    from blackbox.methods import METHODS
+
     if not isinstance(method, str):
-        raise BbxError("recipe needs a 'method:' key (one of: " + ", ".join(RECIPE_TYPES) + ")")
-    if method not in RECIPE_TYPES:
-        raise BbxError(f"unknown method '{method}'{did_you_mean(method, list(RECIPE_TYPES))}")
-    return RECIPE_TYPES[method]
+        raise BbxError("recipe needs a 'method:' key (one of: " + ", ".join(METHODS.names()) + ")")
+    if method not in METHODS:
+        raise BbxError(f"unknown method '{method}'{did_you_mean(method, METHODS.names())}")
+    return METHODS.get(method).Recipe

@@ -15,8 +15,8 @@ import numpy as np
 from blackbox.data import load_split
 from blackbox.data.tasks import render
 from blackbox.methods.base import RunContext
+from blackbox.methods.eval.recipe import EvalRecipe
 from blackbox.methods.scoring import accuracy, class_log_probs, label_scores, macro_f1
-from blackbox.recipes.schema import EvalRecipe
 
 
 def run(recipe: EvalRecipe, ctx: RunContext) -> dict[str, Any]:

@@ -1,0 +1,34 @@
+"""The ``method: eval`` recipe."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from blackbox.errors import BbxError
+from blackbox.recipes.schema import RecipeBase
+
+
+class EvalRecipe(RecipeBase):
+    """Accuracy of a template (+ optional prompt) on a split: every method's baseline."""
+
+    method: Literal["eval"] = "eval"
+    split: Literal["train", "dev", "test"] = "test"
+    template: int | str = 0  # index into the task's templates, or a template string
+    prompt: str = ""
+    limit: int | None = Field(None, ge=1)  # evaluate a seeded subset of this size
+    chunk: int = Field(256, ge=1)  # prompts per metered call (progress + budget granularity)
+
+    def template_text(self) -> str:
+        task = self.get_task()
+        if isinstance(self.template, int):
+            if not 0 <= self.template < len(task.templates):
+                raise BbxError(
+                    f"template index {self.template} out of range: task '{task.name}' has "
+                    f"{len(task.templates)} templates (0..{len(task.templates) - 1})"
+                )
+            return task.templates[self.template]
+        if "{text}" not in self.template:
+            raise BbxError("template string needs a {text} placeholder")
+        return self.template
