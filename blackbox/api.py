@@ -108,16 +108,105 @@ def evaluate(
 def list_available() -> dict[str, list[str]]:
     """Names of the optimizers, backends, methods, tasks and shipped recipes."""
     from blackbox.data.tasks import TASKS
-    from blackbox.optim import OPTIMIZERS
+    from blackbox.optim import optimizer_names
     from blackbox.paths import repo_root
 
     root = repo_root()
     recipes = sorted(str(p.relative_to(root)) for p in (root / "recipes").glob("*.yaml")) \
         if root is not None else []
     return {
-        "optimizers": OPTIMIZERS.names() + ["ng:<any nevergrad optimizer>"],
+        "optimizers": optimizer_names() + ["ng:<any nevergrad optimizer>"],
         "backends": BACKENDS.names(),
         "methods": METHODS.names(),
         "tasks": [f"{n}  ({t.description})" for n, t in TASKS.items()],
         "recipes": recipes,
     }
+
+
+def distill(
+    task: str = "sst-2",
+    shots: int = 16,
+    workers: int = 3,
+    acquisition: str = "entropy",
+    batch: int = 32,
+    budget: int = 2000,
+    seed: int = 42,
+    backend: dict[str, Any] | None = None,
+    max_queries: int | None = None,
+    progress: bool = True,
+    **fields: Any,
+) -> RunResult:
+    """LMTurk as a function (``bbx distill``): few-shot LLM workers label what active learning
+    picks, within ``budget`` LLM queries (workers x items); the run directory holds the
+    distilled ``student.json``. ``max_queries`` is the hard cap on paid backend calls of any
+    kind; ``fields`` are any other ``method: distill`` recipe keys."""
+    data: dict[str, Any] = {"method": "distill", "task": task, "shots": shots,
+                            "workers": workers, "acquisition": acquisition, "batch": batch,
+                            "queries": budget, "seed": seed,
+                            "budget": {"max_queries": max_queries}, **fields}
+    if backend is not None:
+        data["backend"] = backend
+    return run_recipe(parse_recipe(data, source="distill"), progress=progress)
+
+
+def predict(
+    student: str | Path,
+    texts: list[str] | None = None,
+    input: str | Path | None = None,  # noqa: A002 - mirrors the CLI's --input
+) -> list[dict[str, Any]]:
+    """Label ``texts`` (or the texts of the ``input`` file) with a distilled student, no LLM.
+
+    Each row: ``text``, ``label``, ``confidence``, ``probs``; plus ``gold`` where the input file
+    has a label column naming the student's classes.
+    """
+    from blackbox.methods.lmturk.student import predict_rows
+
+    return predict_rows(student, texts=texts, input=input)
+
+
+def decode_fit(
+    task: str = "sst-2",
+    shots: int = 16,
+    seed: int = 42,
+    prompts: int = 3,
+    decoder: str = "mpd",
+    backend: dict[str, Any] | None = None,
+    decoder_out: str | Path | None = None,
+    progress: bool = True,
+    **fields: Any,
+) -> RunResult:
+    """Fit a Multi-Prompting Decoder (``decoder="mpd"``) or DecT on a k-shot split:
+    ``bbx decode fit`` as a function. The decoder file goes to ``decoder_out`` (default
+    ``<run dir>/decoder.safetensors``; the summary's ``decoder_file``). ``fields`` are any
+    other ``method: decode`` recipe keys (``compare``, ``test_limit``, ``neighbours``, ...)."""
+    data: dict[str, Any] = {"method": "decode", "action": "fit", "task": task, "shots": shots,
+                            "seed": seed, "prompts": prompts, "decoder": decoder, **fields}
+    if decoder_out is not None:
+        data["decoder_out"] = str(decoder_out)
+    if backend is not None:
+        data["backend"] = backend
+    return run_recipe(parse_recipe(data, source="decode fit"), progress=progress)
+
+
+def decode_predict(
+    decoder: str | Path,
+    input: str | Path,  # noqa: A002 - mirrors the CLI's --input
+    output: str | Path | None = None,
+    backend: dict[str, Any] | None = None,
+    progress: bool = True,
+    **fields: Any,
+) -> RunResult:
+    """Label the texts of a JSONL file (``input``) with a fitted decoder: ``bbx decode
+    predict`` as a function. ``backend`` defaults to the one the decoder was fit on (it is
+    recorded in the file); predictions go to ``<run dir>/predictions.jsonl`` and ``output``."""
+    if backend is None:
+        from blackbox.methods.mpd.bundle import load_decoder
+
+        backend = load_decoder(decoder).backend or None
+    data: dict[str, Any] = {"method": "decode", "action": "predict", "name": "decode-predict",
+                            "decoder_file": str(decoder), "input": str(input), **fields}
+    if output is not None:
+        data["output"] = str(output)
+    if backend is not None:
+        data["backend"] = backend
+    return run_recipe(parse_recipe(data, source="decode predict"), progress=progress)

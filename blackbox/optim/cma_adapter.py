@@ -25,10 +25,11 @@ class CMAOptimizer(BaseOptimizer):
     are reproducible for every seed including 0, and nothing else that draws from
     ``np.random`` can shift our samples (which would break resume-by-replay).
 
-    Batches and generations are decoupled: ``ask(n)`` hands out solutions from the current
-    population (asking cma for a new one when it runs out) and ``tell`` updates cma each
-    time a full population of losses has arrived. With ``batch_size == popsize`` (the
-    default) one batch is exactly one generation.
+    Batches and generations: a generation is split into batches, so ``popsize`` must be a
+    multiple of ``batch_size`` (by default they are equal: one batch is one generation; with
+    ``batch_size=1`` popsize is cma's default ``4 + 3 ln(dim)``). cma is updated when the
+    last loss of a generation is told; it allows exactly one tell per ask, so the next
+    generation is only sampled after that.
     """
 
     name = "cma"
@@ -54,6 +55,9 @@ class CMAOptimizer(BaseOptimizer):
         self.popsize = int(popsize or default_pop)
         if self.popsize < 2:
             raise BbxError(f"cma popsize must be >= 2, got {self.popsize}")
+        if self.popsize % batch_size:
+            raise BbxError(f"cma popsize ({self.popsize}) must be a multiple of batch_size "
+                           f"({batch_size}); the simplest is batch_size = popsize")
         self.sigma0 = float(sigma0 if sigma0 is not None else space.sigma)
         if not (math.isfinite(self.sigma0) and self.sigma0 > 0):
             raise BbxError(f"cma sigma0 must be a positive number, got {self.sigma0}")
@@ -75,18 +79,24 @@ class CMAOptimizer(BaseOptimizer):
         try:
             self._es = cma.CMAEvolutionStrategy(space.x0, self.sigma0, opts)
         except ValueError as exc:  # cma rejects unknown option names with ValueError
-            raise BbxError(f"cma rejected its options: {exc}") from exc
-        self._queue: list[np.ndarray] = []  # asked from cma, not yet handed out
-        self._told_x: list[np.ndarray] = []  # handed out and told, not yet given to cma
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BbxError(f"cma rejected its options: {first} (see cma.CMAOptions())") from exc
+        self._gen: list[np.ndarray] = []  # the current generation, as cma sampled it
+        self._next = 0  # how many of it have been handed out
+        self._told_x: list[np.ndarray] = []  # told so far in this generation
         self._told_f: list[float] = []
         self.generations = 0
 
     def _ask(self, n: int) -> list[Candidate]:
         out = []
-        while len(out) < n:
-            if not self._queue:
-                self._queue = list(self._es.ask())
-            x = self._queue.pop(0)
+        for _ in range(n):
+            if self._next == len(self._gen):
+                if self._gen and len(self._told_x) < len(self._gen):
+                    raise RuntimeError("cma: tell the whole generation before asking for more "
+                                       "(popsize must be a multiple of the batch size)")
+                self._gen, self._next = list(self._es.ask()), 0
+            x = self._gen[self._next]
+            self._next += 1
             out.append(Candidate([float(v) for v in x], handle=x))
         return out
 
@@ -96,10 +106,12 @@ class CMAOptimizer(BaseOptimizer):
                 raise ValueError("cma can only be told candidates it was asked for")
             self._told_x.append(c.handle)
             self._told_f.append(tell_loss(loss))
-        while len(self._told_x) >= self.popsize:
-            xs, self._told_x = self._told_x[: self.popsize], self._told_x[self.popsize:]
-            fs, self._told_f = self._told_f[: self.popsize], self._told_f[self.popsize:]
-            self._es.tell(xs, fs)
+        if len(self._told_x) > len(self._gen):
+            raise RuntimeError("cma was told more candidates than it handed out")
+        if self._gen and len(self._told_x) == len(self._gen):
+            self._es.tell(self._told_x, self._told_f)
+            self._told_x, self._told_f = [], []
+            self._gen, self._next = [], 0
             self.generations += 1
 
     def settings(self) -> dict[str, Any]:

@@ -43,11 +43,12 @@ class NevergradOptimizer(BaseOptimizer):
 
     * :class:`BoxSpace` → ``ng.p.Array(init=x0).set_bounds(lower, upper)`` with mutation
       ``sigma`` in value units;
-    * :class:`DiscreteSpace` → ``ng.p.Choice(range(n_choices), repetitions=length,
-      deterministic=True)``: one softmax-weighted choice per position, decoded by argmax.
-      Deterministic decoding makes a point's value a function of its data, which is what
-      nevergrad's discrete optimizers (DiscreteOnePlusOne, Lengler, ...) mutate; sampled
-      decoding added noise and found planted sequences markedly less often in our tests.
+    * :class:`DiscreteSpace` → ``ng.p.TransitionChoice(range(n_choices),
+      repetitions=length)``: one integer-cast coordinate per position, which nevergrad's
+      discrete optimizers mutate by jumping to another index. On planted-sequence toys (5
+      positions, 30 choices, 400 evaluations) DiscreteOnePlusOne found the optimum in half
+      the seeds with it and in none with ``ng.p.Choice`` (softmax weights per choice: argmax
+      decoding re-proposed the same sequences, sampled decoding added noise).
 
     Seeded through the parametrization's ``random_state`` (no global random state).
     ``num_workers`` is the batch size so a whole population can be asked before any tell.
@@ -69,11 +70,11 @@ class NevergradOptimizer(BaseOptimizer):
         if isinstance(space, BoxSpace):
             lo, hi = space.bounds
             param: Any = ng.p.Array(init=np.asarray(space.x0, dtype=float))
-            param.set_bounds(np.asarray(lo), np.asarray(hi))
+            # sigma before bounds: set_bounds checks the bounds against the current sigma
             param.set_mutation(sigma=space.sigma)
+            param.set_bounds(np.asarray(lo), np.asarray(hi))
         else:
-            param = ng.p.Choice(range(space.n_choices), repetitions=space.length,
-                                deterministic=True)
+            param = ng.p.TransitionChoice(range(space.n_choices), repetitions=space.length)
         # RandomState takes 32-bit seeds; fold larger ones rather than refusing them
         param.random_state = np.random.RandomState(self.seed % 2**32)
         self._param = param
