@@ -98,7 +98,7 @@ def _walk(model: type[RecipeBase], loc: tuple[Any, ...]) -> tuple[list[str], Any
             node = ann if hasattr(ann, "model_fields") else (members or [None])
             continue
         if isinstance(node, list):  # a union: the part is its tag (a backend kind, say)
-            match = [m for m in node if m.model_fields.get("kind") and
+            match = [m for m in node if m is not None and m.model_fields.get("kind") and
                      m.model_fields["kind"].default == part]
             node = match[0] if match else None
             continue

@@ -1,0 +1,92 @@
+"""The ``method: decode`` recipe: fit a Multi-Prompting Decoder (or DecT), or predict with one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from blackbox.errors import BbxError
+from blackbox.recipes.schema import RecipeBase
+
+#: The decoders ``compare:`` can name. Each is trained on the same cached features as the
+#: main decoder, so a comparison costs training time only, never queries.
+VariantName = Literal["zero-shot", "dect", "mpd", "mpd-mean", "mpd-nocal", "mpd-1word"]
+
+
+class DecodeRecipe(RecipeBase):
+    """Fit a decoder on P prompts' hidden states + calibrated label-word scores, or predict.
+
+    ``action: fit`` trains on the k-shot ``train`` split, picks β (MPD) on ``dev``, reports
+    accuracy on ``eval_split`` and saves the decoder file. ``action: predict`` loads
+    ``decoder_file`` and labels the texts of ``input`` (JSONL with a ``text`` field).
+    """
+
+    method: Literal["decode"] = "decode"
+    action: Literal["fit", "predict"] = "fit"
+
+    # -- what is queried -------------------------------------------------------------
+    prompts: int = Field(3, ge=1)  # the first P templates of the task
+    templates: list[str] | None = None  # explicit templates (each with {text}) instead
+    neighbours: int = Field(10, ge=1)  # label words per class, the task's own word included
+    # local backend only: read label-word log-probs off the hidden states (one forward pass
+    # per example and prompt instead of two; same numbers). Served models are always queried.
+    logprobs_from_hidden: bool = False
+
+    # -- the decoder ---------------------------------------------------------------------
+    decoder: Literal["mpd", "dect"] = "mpd"
+    pooling: Literal["ot", "mean"] = "ot"  # mean: average the P features, no transport
+    calibrate: bool = True  # add β · calibrated label-word score (MPD) / λ · (DecT)
+    proj_dim: int = Field(128, ge=1)
+    prototypes: int = Field(3, ge=1)  # Q per class
+    epsilon: float = Field(0.1, gt=0)  # Sinkhorn entropic regularization
+    sinkhorn_iters: int = Field(100, ge=1)
+    scale: float = Field(10.0, gt=0)  # OT score (a cosine) times this = logit
+    betas: list[float] = Field(  # the grid β is chosen from on dev
+        default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
+    feature_norm: Literal["none", "center", "standardize"] = "standardize"
+    lr: float = Field(1e-2, gt=0)
+    epochs: int = Field(30, ge=1)
+
+    # -- fit: evaluation and output ------------------------------------------------------
+    eval_split: Literal["dev", "test"] = "test"
+    test_limit: int | None = Field(None, ge=1)  # a fixed subset (same for every seed)
+    compare: list[VariantName] = Field(default_factory=list)
+    decoder_out: str | None = None  # default: <run dir>/decoder.safetensors
+    chunk: int = Field(64, ge=1)  # examples per metered request (progress, budget stops)
+
+    # -- predict -------------------------------------------------------------------------
+    decoder_file: str | None = None
+    input: str | None = None  # JSONL: {"text": ...} per line, optional "label"
+    output: str | None = None  # also write predictions here (default: run dir only)
+
+    @model_validator(mode="after")
+    def _check(self) -> DecodeRecipe:
+        if self.action == "predict":
+            if not self.decoder_file:
+                raise ValueError("action predict needs decoder_file: the file bbx decode fit "
+                                 "saved")
+            if not self.input:
+                raise ValueError("action predict needs input: a JSONL file with a 'text' field "
+                                 "per line")
+        if self.templates is not None:
+            if not self.templates:
+                raise ValueError("templates is empty: give at least one template with {text}")
+            for t in self.templates:
+                if "{text}" not in t:
+                    raise ValueError(f"template {t!r} has no {{text}} placeholder")
+        if not self.betas or any(b < 0 for b in self.betas):
+            raise ValueError("betas must be a non-empty list of numbers >= 0")
+        return self
+
+    def prompt_templates(self) -> list[str]:
+        """The P templates to query: ``templates`` if given, else the task's first P."""
+        if self.templates is not None:
+            return list(self.templates)
+        task = self.get_task()
+        if self.prompts > len(task.templates):
+            raise BbxError(
+                f"prompts={self.prompts} but task '{task.name}' has {len(task.templates)} "
+                f"templates: lower prompts or give templates: [...] in the recipe"
+            )
+        return list(task.templates[: self.prompts])
