@@ -1,0 +1,233 @@
+"""The adapter repository: a folder of PEFT LoRA adapters, loaded lazily, listed, loaded and
+unloaded at run time, and turned into (cached) low-rank factors for a request's adapter spec.
+
+A spec is an adapter name or a normalized mixture ``{"adapters", "alpha", "beta"}`` (see
+:func:`blackbox.backends.base.normalize_adapter`). Two caches make repeated requests cheap:
+
+* sparsified LoRA-A factors per ``(adapter, alpha)`` (Evo-Merging's stage 2 searches β with α
+  fixed, so every candidate reuses them);
+* composed mixtures per canonical spec (a candidate is scored on many batches of examples).
+
+Both are LRU caches bounded in bytes (512 MB each by default); unloading an adapter drops
+its entries.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from blackbox.errors import BbxError, did_you_mean
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class UnknownAdapter(BbxError):
+    """A request named an adapter the repository does not hold (the server answers 404)."""
+
+
+class _LRU(OrderedDict):
+    """A least-recently-used cache bounded by the bytes of the tensors it holds."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def get_or(self, key: Any, make: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key][0]
+        value = make()
+        size = _nbytes(value)
+        self[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes and len(self) > 1:
+            _, (_, old) = self.popitem(last=False)
+            self.bytes -= old
+        return value
+
+    def drop(self, key: Any) -> None:
+        if key in self:
+            self.bytes -= self.pop(key)[1]
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the tensors in nested dicts / tuples / lists (shared storage counted once)."""
+    seen: set[int] = set()
+    total = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif hasattr(v, "untyped_storage"):
+            storage = v.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
+def spec_key(spec: Any) -> str:
+    """A canonical string for a normalized adapter spec (cache key)."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+class AdapterRepository:
+    """Named LoRA adapters over one base model (thread-safe).
+
+    ``folder`` holds one sub-folder per adapter (its name is the adapter's name); more can be
+    loaded from anywhere with :meth:`load`. ``lora`` is the model's
+    :class:`~blackbox.engine.lora.BatchedLora`, used to check that an adapter fits the model;
+    without it adapters are not checked against a model (factor-level use and tests).
+    """
+
+    def __init__(self, folder: str | Path | None = None, lora: Any = None,
+                 sparse_cache_mb: int = 512, mixture_cache_mb: int = 512) -> None:
+        self.folder = Path(folder).expanduser() if folder is not None else None
+        if self.folder is not None and not self.folder.is_dir():
+            raise BbxError(f"adapter folder {self.folder} does not exist: give a folder of "
+                           "PEFT LoRA adapters (one sub-folder each)")
+        self.lora = lora
+        self._paths: dict[str, Path] = {}
+        self._loaded: dict[str, Any] = {}
+        self._sparse = _LRU(sparse_cache_mb << 20)
+        self._mixtures = _LRU(mixture_cache_mb << 20)
+        self._lock = threading.RLock()
+        if self.folder is not None:
+            for sub in sorted(self.folder.iterdir()):
+                if (sub / "adapter_config.json").is_file() and _NAME.match(sub.name):
+                    self._paths[sub.name] = sub
+
+    # ---- listing, loading, unloading ----------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Names of the adapters available (loaded into memory or not yet)."""
+        with self._lock:
+            return sorted(self._paths)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._paths
+
+    def list(self) -> list[dict[str, Any]]:
+        """One entry per adapter: name, path, loaded flag, and its config once loaded."""
+        with self._lock:
+            out = []
+            for name in sorted(self._paths):
+                entry: dict[str, Any] = {"name": name, "path": str(self._paths[name]),
+                                         "loaded": name in self._loaded}
+                if name in self._loaded:
+                    entry.update(self._loaded[name].info())
+                out.append(entry)
+            return out
+
+    def load(self, name: str, path: str | Path | None = None) -> dict[str, Any]:
+        """Add (or reload) adapter ``name`` from ``path`` (default: ``<folder>/<name>``).
+
+        The weights are read and checked against the model now, so a bad adapter is refused
+        here rather than on the first request that names it.
+        """
+        from blackbox.engine.lora import read_adapter
+
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise BbxError(f"bad adapter name {name!r}: use letters, digits, '.', '_' or '-'")
+        if path is None:
+            if self.folder is None:
+                raise BbxError(f"adapter '{name}' needs a path: this server has no adapter folder")
+            path = self.folder / name
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise BbxError(f"adapter path {path} is not a folder")
+        adapter = read_adapter(path, name)
+        if self.lora is not None:
+            self.lora.check(adapter.factors, name)
+        with self._lock:
+            self._drop_caches(name)
+            self._paths[name] = path
+            self._loaded[name] = adapter
+            return {"name": name, "path": str(path), "loaded": True, **adapter.info()}
+
+    def unload(self, name: str) -> None:
+        """Forget adapter ``name`` (requests naming it fail with 'unknown adapter' after)."""
+        with self._lock:
+            if name not in self._paths:
+                raise self._unknown(name)
+            del self._paths[name]
+            self._loaded.pop(name, None)
+            self._drop_caches(name)
+
+    def _drop_caches(self, name: str) -> None:
+        for key in [k for k in self._sparse if k[0] == name]:
+            self._sparse.drop(key)
+        self._mixtures.clear()  # cheap to rebuild; mixtures naming `name` must not survive
+
+    def _unknown(self, name: str) -> UnknownAdapter:
+        known = sorted(self._paths)
+        hint = did_you_mean(name, known) if known else " (the repository is empty)"
+        return UnknownAdapter(f"unknown adapter '{name}'{hint}")
+
+    def get(self, name: str) -> Any:
+        """The :class:`~blackbox.engine.lora.LoraAdapter` called ``name`` (read on first use)."""
+        with self._lock:
+            if name not in self._paths:
+                raise self._unknown(name)
+            if name not in self._loaded:
+                self.load(name, self._paths[name])
+            return self._loaded[name]
+
+    # ---- factors for a request ----------------------------------------------------------
+
+    def validate(self, spec: Any) -> None:
+        """Raise :class:`BbxError` unless every adapter a normalized spec names is known."""
+        names = [spec] if isinstance(spec, str) else list(spec["adapters"])
+        with self._lock:
+            for n in names:
+                if n not in self._paths:
+                    raise self._unknown(n)
+
+    def factors(self, spec: Any) -> Any:
+        """The low-rank factors ``{module: (A, B)}`` of a normalized adapter spec (cached)."""
+        from blackbox.engine.lora import (
+            mix,
+            mix_stacks,
+            single_threaded,
+            sparsify_stacks,
+            unstack,
+        )
+
+        if spec is None:
+            return None
+        if isinstance(spec, str):
+            return self.get(spec).factors
+        with self._lock:
+            adapters = [self.get(n) for n in spec["adapters"]]
+
+            def sparse(i: int) -> Any:
+                a = adapters[i]
+                alpha = spec["alpha"][i]
+                return self._sparse.get_or((a.name, alpha),
+                                           lambda: sparsify_stacks(a.stacks, alpha,
+                                                                   a.sorted_mags))
+
+            def make() -> Any:
+                sparse_a = [sparse(i) for i in range(len(adapters))]
+                fast = mix_stacks([a.stacks for a in adapters], sparse_a, spec["beta"])
+                if fast is not None:
+                    return fast
+                return mix([a.factors for a in adapters], spec["alpha"], spec["beta"],
+                           [unstack(s) for s in sparse_a])
+
+            with single_threaded():
+                return self._mixtures.get_or(spec_key(spec), make)

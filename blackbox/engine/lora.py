@@ -1,0 +1,416 @@
+"""LoRA adapters as low-rank factors: reading PEFT folders, the sparsify rule, mixtures, and
+applying per-row mixtures inside one batched forward pass.
+
+A PEFT LoRA adapter adds ``scaling · B @ A`` to each target ``nn.Linear`` (``A``: ``(r, in)``,
+``B``: ``(out, r)``, ``scaling = lora_alpha / r``, or ``/ sqrt(r)`` with rsLoRA). Here the
+scaling is folded into ``B`` when the adapter is read, so every adapter, and every mixture,
+is a plain set of factors ``{module: (A, B)}`` whose update is ``x @ Aᵀ @ Bᵀ``.
+
+A mixture (the Evo-Merging rule) is ``A* = Σ βᵢ · sparse(Aᵢ, αᵢ)`` and ``B* = Σ βᵢ · Bᵢ`` per
+module, where ``sparse`` keeps the top ``⌈αᵢ · numel⌉`` entries of each LoRA-A tensor by
+magnitude. Adapters of different ranks are zero-padded to the largest rank (the padded rows
+and columns contribute nothing), and a module an adapter does not target counts as zeros.
+
+:class:`BatchedLora` applies factors through forward hooks on the base model's linear
+layers: the base weights are never rewritten, and every row of a batch can carry its own
+factors, so requests with different mixtures share one forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from blackbox.errors import BbxError
+
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module name -> (A (r, in), B (out, r))
+# modules grouped by (A shape, B shape) -> (names, A stacked (L, r, in), B stacked (L, out, r)):
+# sparsifying and mixing work on a few stacked tensors instead of hundreds of small ones
+Stacks = dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[list[str], torch.Tensor, torch.Tensor]]
+_PEFT_PREFIX = "base_model.model."
+_UNSUPPORTED = {
+    "use_dora": "DoRA", "fan_in_fan_out": "fan_in_fan_out (Conv1D) layers",
+    "lora_bias": "LoRA bias terms", "use_qalora": "QA-LoRA", "layer_replication":
+    "layer replication",
+}
+
+
+def keep_count(alpha: float, numel: int) -> int:
+    """How many entries ``sparse(·, alpha)`` keeps: ``⌈alpha · numel⌉``, within ``[0, numel]``.
+
+    A relative 1e-9 is taken off the product first, so float noise (``0.1 · 10`` is
+    ``1.0000000000000002``) does not keep one entry too many.
+    """
+    if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
+        raise BbxError(f"keep-fraction alpha must be in [0, 1], got {alpha}")
+    x = alpha * numel
+    return min(numel, max(0, math.ceil(x - 1e-9 * max(1.0, x))))
+
+
+def sparsify(a: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``a`` with all but its ``keep_count(alpha, a.numel())`` largest-magnitude entries zeroed.
+
+    Ties at the cut are broken by position (the earlier entry in row-major order stays), so
+    exactly ``keep_count`` entries are kept and the result is deterministic.
+    """
+    return sparsify_rows(a.reshape(1, -1), keep_count(alpha, a.numel())).reshape(a.shape)
+
+
+def sparsify_rows(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row of a 2-D tensor, keep the ``k`` largest-magnitude entries (stable ties).
+
+    A selection (``kthvalue``, linear time) finds each row's threshold magnitude; entries
+    above it are kept, and of those equal to it the first ones by position fill up to ``k``.
+    A full sort would be ~20x slower, and a new mixture sparsifies every LoRA-A tensor.
+    """
+    n = flat.shape[1]
+    if k >= n:
+        return flat.clone()
+    if k <= 0:
+        return torch.zeros_like(flat)
+    mag = flat.abs()
+    thr = mag.kthvalue(n - k + 1, dim=1, keepdim=True).values  # the k-th largest
+    keep = mag >= thr
+    if bool((keep.sum(dim=1) == k).all()):  # no tie straddles the cut (trained weights)
+        return flat * keep
+    above = mag > thr
+    ties = keep & ~above
+    room = k - above.sum(dim=1, keepdim=True)
+    return flat * (above | (ties & (ties.cumsum(dim=1) <= room)))
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """One PEFT LoRA adapter read into fp32 factors (scaling already folded into ``B``)."""
+
+    name: str
+    path: Path
+    rank: int
+    lora_alpha: float
+    target_modules: tuple[str, ...]
+    factors: Factors
+    stacks: Stacks = field(default_factory=dict, repr=False, compare=False)
+    sorted_mags: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False,
+                                                 compare=False)  # see sparsify_stacks
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of LoRA parameters (A and B entries)."""
+        return sum(a.numel() + b.numel() for a, b in self.factors.values())
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-ready description (for ``/v1/adapters``)."""
+        return {"name": self.name, "path": str(self.path), "r": self.rank,
+                "lora_alpha": self.lora_alpha, "target_modules": list(self.target_modules),
+                "modules": len(self.factors), "parameters": self.num_parameters}
+
+
+def read_adapter(folder: str | Path, name: str | None = None) -> LoraAdapter:
+    """Read a PEFT LoRA folder (``adapter_config.json`` + ``adapter_model.safetensors``)."""
+    folder = Path(folder)
+    name = name or folder.name
+    cfg_path = folder / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise BbxError(f"adapter '{name}': {folder} holds no adapter_config.json "
+                       "(a PEFT LoRA folder is expected)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise BbxError(f"adapter '{name}': unreadable adapter_config.json ({e})") from e
+    if not isinstance(cfg, dict) or str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        raise BbxError(f"adapter '{name}' is not a LoRA adapter (peft_type "
+                       f"{cfg.get('peft_type') if isinstance(cfg, dict) else '?'})")
+    for key, what in _UNSUPPORTED.items():
+        if cfg.get(key):
+            raise BbxError(f"adapter '{name}' uses {what}, which bbx's batched LoRA does not "
+                           "support: use plain LoRA adapters")
+    if cfg.get("alpha_pattern"):
+        raise BbxError(f"adapter '{name}' has a per-module alpha_pattern, which bbx does not "
+                       "support: save it with one lora_alpha")
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise BbxError(f"adapter '{name}': {folder} holds no adapter_model.safetensors")
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types on corrupt files
+        raise BbxError(f"adapter '{name}': unreadable adapter_model.safetensors ({e})") from e
+    r_default = int(cfg.get("r", 8))
+    lora_alpha = float(cfg.get("lora_alpha", r_default))
+    rslora = bool(cfg.get("use_rslora"))
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}."
+            if marker in key and key.endswith(".weight"):
+                module = key.split(marker)[0].removeprefix(_PEFT_PREFIX)
+                pairs.setdefault(module, {})[part] = value.float()
+                break
+        else:
+            raise BbxError(f"adapter '{name}' holds a tensor bbx cannot apply: {key} "
+                           "(only LoRA A/B weights of linear layers are supported)")
+    factors: Factors = {}
+    for module, pair in sorted(pairs.items()):
+        if set(pair) != {"lora_A", "lora_B"}:
+            raise BbxError(f"adapter '{name}': module {module} lacks its lora_A or lora_B")
+        a, b = pair["lora_A"], pair["lora_B"]
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
+            raise BbxError(f"adapter '{name}': module {module} has mismatched LoRA shapes "
+                           f"A {tuple(a.shape)}, B {tuple(b.shape)}")
+        r = a.shape[0]  # the real rank (rank_pattern may give modules their own)
+        scaling = lora_alpha / (math.sqrt(r) if rslora else r)
+        factors[module] = (a.contiguous(), (b * scaling).contiguous())
+    if not factors:
+        raise BbxError(f"adapter '{name}' holds no LoRA weights")
+    targets = cfg.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    stacks = stack_factors(factors)
+    # the per-module factors are views into the stacks: one copy of the weights in memory
+    return LoraAdapter(name, folder, r_default, lora_alpha, tuple(sorted(targets)),
+                       unstack(stacks), stacks)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the block's torch ops on one thread, then restore the thread count.
+
+    Composing a mixture is hundreds of small element-wise ops; on a busy 2-core machine the
+    thread pool's wake-ups cost more than the work (measured: 5x slower sparsify, 19x slower
+    mixing with 2 threads than with 1). Forward passes keep all threads.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def stack_factors(factors: Factors) -> Stacks:
+    """Group modules by factor shapes and stack each group's A and B."""
+    names: dict[tuple[tuple[int, ...], tuple[int, ...]], list[str]] = {}
+    for m, (a, b) in factors.items():
+        names.setdefault((tuple(a.shape), tuple(b.shape)), []).append(m)
+    return {key: (ms, torch.stack([factors[m][0] for m in ms]),
+                  torch.stack([factors[m][1] for m in ms])) for key, ms in names.items()}
+
+
+def unstack(stacks: Stacks) -> Factors:
+    """Per-module ``(A, B)`` views of stacked factors."""
+    out: Factors = {}
+    for ms, a, b in stacks.values():
+        for m, a_m, b_m in zip(ms, a.unbind(0), b.unbind(0), strict=True):
+            out[m] = (a_m, b_m)
+    return out
+
+
+def sparsify_stacks(stacks: Stacks, alpha: float,
+                    sorted_mags: dict[Any, torch.Tensor] | None = None) -> Stacks:
+    """``sparse(A, alpha)`` for every module, per stacked group (B is shared, not copied).
+
+    ``sorted_mags`` (filled on first use; keep it per adapter) holds each group's magnitudes
+    sorted in descending order, so the cut for any alpha is a lookup rather than a selection:
+    Evo-Merging asks for a new alpha per candidate, for every adapter.
+    """
+    if alpha >= 1.0:
+        return stacks
+    out: Stacks = {}
+    for key, (ms, a, b) in stacks.items():
+        flat = a.reshape(a.shape[0], -1)
+        k = keep_count(alpha, flat.shape[1])
+        if sorted_mags is None or k <= 0:
+            kept = sparsify_rows(flat, k)
+        else:
+            if key not in sorted_mags:
+                sorted_mags[key] = flat.abs().sort(dim=1, descending=True).values
+            desc = sorted_mags[key]
+            thr = desc[:, k - 1:k]
+            if k < desc.shape[1] and bool((desc[:, k] == thr[:, 0]).any()):
+                kept = sparsify_rows(flat, k)  # a tie straddles the cut: break it by position
+            else:
+                kept = flat * (flat.abs() >= thr)
+        out[key] = (ms, kept.reshape(a.shape), b)
+    return out
+
+
+def mix_stacks(stacks: Sequence[Stacks], sparse: Sequence[Stacks],
+               beta: Sequence[float]) -> Factors | None:
+    """The mixture computed on stacks; ``None`` when the adapters' modules or shapes differ
+    (then :func:`mix` does it module by module)."""
+    keys = list(stacks[0])
+    if any(list(s) != keys or any(s[k][0] != stacks[0][k][0] for k in keys) for s in stacks):
+        return None
+    out: Stacks = {}
+    for key in keys:
+        a_sum = torch.zeros_like(sparse[0][key][1])
+        b_sum = torch.zeros_like(stacks[0][key][2])
+        for be, sp, st in zip(beta, sparse, stacks, strict=True):
+            a_sum.add_(sp[key][1], alpha=be)  # fused scale-and-add, no temporaries
+            b_sum.add_(st[key][2], alpha=be)
+        out[key] = (stacks[0][key][0], a_sum, b_sum)
+    return unstack(out)
+
+
+def mix(adapters: Sequence[Factors], alpha: Sequence[float], beta: Sequence[float],
+        sparse_a: Sequence[Factors] | None = None) -> Factors:
+    """The mixture ``A* = Σ βᵢ · sparse(Aᵢ, αᵢ)``, ``B* = Σ βᵢ · Bᵢ`` per module.
+
+    ``sparse_a`` may give the already-sparsified factors (a cache); otherwise they are
+    computed here. Ranks are zero-padded to the largest one per module.
+    """
+    if not (len(adapters) == len(alpha) == len(beta)) or not adapters:
+        raise BbxError("a mixture needs one alpha and one beta per adapter")
+    if sparse_a is None:
+        sparse_a = [sparsify_factors(f, a) for f, a in zip(adapters, alpha, strict=True)]
+    modules = sorted({m for f in adapters for m in f})
+    out: Factors = {}
+    for m in modules:
+        present = [(i, f[m]) for i, f in enumerate(adapters) if m in f]
+        rank = max(a.shape[0] for _, (a, _b) in present)
+        a0, b0 = present[0][1]
+        a_sum = a0.new_zeros((rank, a0.shape[1]))
+        b_sum = b0.new_zeros((b0.shape[0], rank))
+        for i, (a, b) in present:
+            r = a.shape[0]
+            a_sum[:r] += beta[i] * sparse_a[i][m][0]
+            b_sum[:, :r] += beta[i] * b
+        out[m] = (a_sum, b_sum)
+    return out
+
+
+def sparsify_factors(factors: Factors, alpha: float) -> Factors:
+    """``sparse(A, alpha)`` for every module (B untouched)."""
+    if alpha >= 1.0:
+        return factors
+    return unstack(sparsify_stacks(stack_factors(factors), alpha))
+
+
+class BatchedLora:
+    """Per-row LoRA factors applied by forward hooks on a model's linear layers.
+
+    Inside ``with lora.rows([f0, f1, None, ...]):`` each forward pass adds row ``i``'s update
+    ``x_i @ Aᵀ @ Bᵀ`` (``None``: the base model) to every hooked layer's output. Outside the
+    block the hooks return early and the model is the plain base model.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._handles: dict[str, Any] = {}
+        self._active: dict[str, Any] | None = None
+        self._dtype = next(model.parameters()).dtype
+        self._device = next(model.parameters()).device
+
+    def check(self, factors: Factors, name: str) -> None:
+        """Raise :class:`BbxError` unless every module exists in the model with these shapes."""
+        for m, (a, b) in factors.items():
+            try:
+                layer = self.model.get_submodule(m)
+            except AttributeError:
+                raise BbxError(f"adapter '{name}' targets {m}, which this model does not have: "
+                               "was it trained on another base model?") from None
+            if not isinstance(layer, torch.nn.Linear):
+                raise BbxError(f"adapter '{name}' targets {m}, a {type(layer).__name__}: "
+                               "only linear layers are supported")
+            if a.shape[1] != layer.in_features or b.shape[0] != layer.out_features:
+                raise BbxError(
+                    f"adapter '{name}' does not fit this model: {m} is {layer.in_features}->"
+                    f"{layer.out_features} but the adapter's factors are A {tuple(a.shape)}, "
+                    f"B {tuple(b.shape)} (trained on another base model?)")
+
+    def _hook(self, name: str) -> None:
+        if name in self._handles:
+            return
+        layer = self.model.get_submodule(name)
+
+        def apply(_mod: Any, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor | None:
+            active = self._active
+            if active is None or name not in active:
+                return None
+            x = args[0]
+            kind, a, b, mask = active[name]
+            if kind == "shared":  # every row has the same factors: two plain matmuls
+                return out + (x @ a.T) @ b.T
+            # per-row factors: every mixture's A stacked along the rank (K·R columns), one
+            # matmul for all rows, each row's own R columns kept by the mask, one matmul back
+            h = x @ a.T
+            h = h * mask.reshape(mask.shape[0], *([1] * (h.dim() - 2)), mask.shape[1])
+            return out + h @ b.T
+
+        self._handles[name] = layer.register_forward_hook(apply)
+
+    @contextmanager
+    def rows(self, per_row: Sequence[Factors | None]) -> Iterator[None]:
+        """Apply ``per_row[i]`` to row ``i`` of every forward pass inside the block."""
+        distinct: list[Factors] = []
+        slot: list[int] = []
+        for f in per_row:
+            if f is None:
+                slot.append(-1)
+                continue
+            for j, g in enumerate(distinct):
+                if g is f:
+                    slot.append(j)
+                    break
+            else:
+                distinct.append(f)
+                slot.append(len(distinct) - 1)
+        if not distinct:
+            yield
+            return
+        active: dict[str, Any] = {}
+        modules = sorted({m for f in distinct for m in f})
+        shared = len(distinct) == 1 and -1 not in slot
+        masks: dict[int, torch.Tensor] = {}
+        for m in modules:
+            self._hook(m)
+            if shared:
+                a, b = distinct[0][m]
+                active[m] = ("shared", self._cast(a), self._cast(b), None)
+                continue
+            rank = max(f[m][0].shape[0] for f in distinct if m in f)
+            if rank not in masks:
+                masks[rank] = self._row_mask(slot, len(distinct), rank)
+            ref_a, ref_b = next(f[m] for f in distinct if m in f)
+            a_all = ref_a.new_zeros((len(distinct) * rank, ref_a.shape[1]))
+            b_all = ref_b.new_zeros((ref_b.shape[0], len(distinct) * rank))
+            for j, f in enumerate(distinct):
+                if m in f:
+                    a, b = f[m]
+                    a_all[j * rank:j * rank + a.shape[0]] = a
+                    b_all[:, j * rank:j * rank + b.shape[1]] = b
+            active[m] = ("rows", self._cast(a_all), self._cast(b_all), masks[rank])
+        if self._active is not None:
+            raise RuntimeError("BatchedLora.rows is not reentrant")
+        self._active = active
+        try:
+            yield
+        finally:
+            self._active = None
+
+    def _row_mask(self, slot: list[int], k: int, rank: int) -> torch.Tensor:
+        """(rows, K·R): 1 on each row's own mixture's R rank columns (none for the base)."""
+        mask = torch.zeros((len(slot), k * rank))
+        for row, j in enumerate(slot):
+            if j >= 0:
+                mask[row, j * rank:(j + 1) * rank] = 1.0
+        return self._cast(mask)
+
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=self._device, dtype=self._dtype)
+
+    def remove(self) -> None:
+        """Detach every hook (the model is the plain base model again)."""
+        for h in self._handles.values():
+            h.remove()
+        self._handles.clear()
