@@ -6,5 +6,6 @@ from blackbox.registry import Registry
 BACKENDS = Registry("backend", "bbx.backends")
 BACKENDS.register("local", "blackbox.backends.local:LocalBackend")
 BACKENDS.register("fake", "blackbox.backends.fake:FakeBackend")
+BACKENDS.register("remote", "blackbox.backends.remote:RemoteBackend")
 
 __all__ = ["BACKENDS", "Backend", "Capabilities", "normalize_adapter"]

@@ -17,6 +17,7 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,12 @@ def _hash_unit(*parts: object) -> float:
 def _hash_vec(dim: int, *parts: object) -> np.ndarray:
     seed = int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
     return np.random.default_rng(seed).standard_normal(dim)
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_vec(dim: int, seed: int, word: str) -> np.ndarray:
+    # words repeat across texts: caching their vectors keeps dry runs over long pools fast
+    return _hash_vec(dim, seed, "word", word)
 
 
 class FakeBackend:
@@ -120,7 +127,7 @@ class FakeBackend:
     def _text_vec(self, text: str) -> list[float]:
         v = np.zeros(self.dim)
         for w in _WORD.findall(text.lower()) or [""]:
-            v += _hash_vec(self.dim, self.seed, "word", w)
+            v += _word_vec(self.dim, self.seed, w)
         v /= np.linalg.norm(v) or 1.0
         return v.tolist()
 

@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 
-BackendOpt = Annotated[str, typer.Option(help="Backend kind: local | fake.")]
+BackendOpt = Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
 ModelOpt = Annotated[str, typer.Option(help="Local model: 'default' (SmolLM2-135M), an HF folder "
                                        "or a .gguf file.")]
 
@@ -58,6 +58,10 @@ def eval_cmd(
     output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    base_url: Annotated[str | None, typer.Option(
+        help="Remote backend: the server's URL (default $OPENAI_BASE_URL).")] = None,
+    api_key_env: Annotated[str, typer.Option(
+        help="Remote backend: NAME of the env var holding the key.")] = "OPENAI_API_KEY",
 ) -> None:
     """Accuracy of a template (+ optional prompt) on a task split, through any backend."""
     from blackbox.api import run_recipe
@@ -66,6 +70,9 @@ def eval_cmd(
     backend_cfg: dict[str, Any] = {"kind": backend}
     if backend == "local":
         backend_cfg["model"] = model
+    elif backend == "remote":
+        backend_cfg.update(base_url=base_url, api_key_env=api_key_env,
+                           model=None if model == "default" else model)
     recipe = parse_recipe({
         "method": "eval", "task": task, "split": split, "prompt": prompt, "limit": limit,
         "seed": seed, "shots": shots, "backend": backend_cfg, "output_dir": output_dir,
@@ -111,7 +118,8 @@ def ls_cmd(
 
 
 # Each method's commands live in their own module with a `register(app)` function.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["blackbox.cli.distill", "blackbox.cli.decode",
+                              "blackbox.cli.search_prompt", "blackbox.cli.serve"]
 
 
 def _register_commands() -> None:
@@ -138,13 +146,22 @@ def main() -> None:
     except Exception as e:  # click's own usage errors
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
+        # typer >= 0.20 raises the errors of its vendored click copy, not click's
+        kinds = [click.exceptions]
+        try:
+            from typer._click import exceptions as typer_click
+
+            kinds.append(typer_click)
+        except ImportError:
+            pass
+        for k in kinds:
+            if isinstance(e, k.ClickException):
+                e.show()
+                sys.exit(e.exit_code)
+            if isinstance(e, k.Exit):
+                sys.exit(e.exit_code)
+            if isinstance(e, k.Abort):
+                sys.exit(1)
         raise
 
 

@@ -368,6 +368,19 @@ class BatchedLora:
         if not distinct:
             yield
             return
+        with single_threaded():  # hundreds of small copies: see single_threaded
+            active = self._build(distinct, slot)
+        if self._active is not None:
+            raise RuntimeError("BatchedLora.rows is not reentrant")
+        self._active = active
+        try:
+            yield
+        finally:
+            self._active = None
+
+    def _build(self, distinct: list[Factors], slot: list[int]) -> dict[str, Any]:
+        """Per hooked module, what its hook applies: shared factors, or every distinct
+        mixture's factors concatenated along the rank with each row's column mask."""
         active: dict[str, Any] = {}
         modules = sorted({m for f in distinct for m in f})
         shared = len(distinct) == 1 and -1 not in slot
@@ -378,25 +391,23 @@ class BatchedLora:
                 a, b = distinct[0][m]
                 active[m] = ("shared", self._cast(a), self._cast(b), None)
                 continue
-            rank = max(f[m][0].shape[0] for f in distinct if m in f)
+            present = [f.get(m) for f in distinct]
+            rank = max(p[0].shape[0] for p in present if p is not None)
             if rank not in masks:
                 masks[rank] = self._row_mask(slot, len(distinct), rank)
-            ref_a, ref_b = next(f[m] for f in distinct if m in f)
-            a_all = ref_a.new_zeros((len(distinct) * rank, ref_a.shape[1]))
-            b_all = ref_b.new_zeros((ref_b.shape[0], len(distinct) * rank))
-            for j, f in enumerate(distinct):
-                if m in f:
-                    a, b = f[m]
-                    a_all[j * rank:j * rank + a.shape[0]] = a
-                    b_all[:, j * rank:j * rank + b.shape[1]] = b
+            if all(p is not None and p[0].shape[0] == rank for p in present):
+                a_all = torch.cat([p[0] for p in present])  # type: ignore[index]
+                b_all = torch.cat([p[1] for p in present], dim=1)  # type: ignore[index]
+            else:  # some mixture lacks the module or has a lower rank: zero-padded blocks
+                ref_a, ref_b = next(p for p in present if p is not None)
+                a_all = ref_a.new_zeros((len(distinct) * rank, ref_a.shape[1]))
+                b_all = ref_b.new_zeros((ref_b.shape[0], len(distinct) * rank))
+                for j, p in enumerate(present):
+                    if p is not None:
+                        a_all[j * rank:j * rank + p[0].shape[0]] = p[0]
+                        b_all[:, j * rank:j * rank + p[1].shape[1]] = p[1]
             active[m] = ("rows", self._cast(a_all), self._cast(b_all), masks[rank])
-        if self._active is not None:
-            raise RuntimeError("BatchedLora.rows is not reentrant")
-        self._active = active
-        try:
-            yield
-        finally:
-            self._active = None
+        return active
 
     def _row_mask(self, slot: list[int], k: int, rank: int) -> torch.Tensor:
         """(rows, K·R): 1 on each row's own mixture's R rank columns (none for the base)."""

@@ -9,5 +9,8 @@ from blackbox.registry import Registry
 
 METHODS = Registry("method", "bbx.methods")
 METHODS.register("eval", "blackbox.methods.eval")
+METHODS.register("decode", "blackbox.methods.mpd")
+METHODS.register("distill", "blackbox.methods.lmturk")
+METHODS.register("search-prompt", "blackbox.methods.claps")
 
 __all__ = ["METHODS"]

@@ -19,6 +19,9 @@ OPTIMIZERS = Registry("optimizer", "bbx.optimizers")
 OPTIMIZERS.register("random", "blackbox.optim.random_search:RandomSearch")
 OPTIMIZERS.register("cma", "blackbox.optim.cma_adapter:CMAOptimizer")
 OPTIMIZERS.register("ng", "blackbox.optim.ng_adapter:NevergradOptimizer")
+OPTIMIZERS.register("greedy", "blackbox.optim.discrete:GreedySearch")
+OPTIMIZERS.register("genetic", "blackbox.optim.discrete:GeneticSearch")
+OPTIMIZERS.register("pso", "blackbox.optim.discrete:ParticleSwarm")
 
 # Shown in "did you mean" hints next to the registered families, so that a bare "NGOpt" or a
 # typo like "ng:NGopt" points at the spelling that works.

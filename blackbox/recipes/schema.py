@@ -45,6 +45,7 @@ class LocalBackendConfig(Strict):
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = Field(32, ge=1)
+    adapters: str | None = None  # a folder of PEFT LoRA adapters (enables adapter= mixtures)
 
 
 class FakeBackendConfig(Strict):
@@ -57,7 +58,39 @@ class FakeBackendConfig(Strict):
     dim: int = 16
 
 
-BackendConfig = Annotated[LocalBackendConfig | FakeBackendConfig, Field(discriminator="kind")]
+class RemoteBackendConfig(Strict):
+    """Any OpenAI-compatible server through the openai SDK (bbx serve, vLLM, llama.cpp, OpenAI).
+
+    ``api_key_env`` is the NAME of the environment variable that holds the key, never the key.
+    ``label_logprobs``: ``auto`` uses the bbx extension when the server has it, else
+    next-token ``top_logprobs`` (see :mod:`blackbox.backends.remote`).
+    """
+
+    kind: Literal["remote"] = "remote"
+    base_url: str | None = None  # default: $OPENAI_BASE_URL, else OpenAI's
+    api_key_env: str = "OPENAI_API_KEY"
+    model: str | None = None  # default: the server's first model
+    max_concurrency: int = Field(8, ge=1, le=256)
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
+    label_logprobs: Literal["auto", "extension", "echo", "topk"] = "auto"
+    top_logprobs: int = Field(20, ge=1, le=20)
+    logit_bias: bool = True
+    batch_size: int = Field(32, ge=1)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_key(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) or v.startswith("sk-"):
+            raise ValueError("api_key_env names the environment variable that holds the key "
+                             "(e.g. OPENAI_API_KEY), never the key itself")
+        return v
+
+
+BackendConfig = Annotated[LocalBackendConfig | FakeBackendConfig | RemoteBackendConfig,
+                          Field(discriminator="kind")]
 
 
 class BudgetConfig(Strict):

@@ -1,0 +1,170 @@
+"""The FastAPI application of ``bbx serve``: any Backend over the OpenAI protocol + bbx
+extensions, with bearer-token auth, a body-size limit and OpenAI error envelopes.
+
+``create_app(backend)`` builds the app; :func:`serve` runs it with uvicorn. Two pure-ASGI
+middlewares run before FastAPI parses anything:
+
+* the size guard answers 413 to bodies over ``max_body_bytes`` (by ``Content-Length``, or
+  while reading a chunked body), so an oversized request never reaches the JSON parser;
+* the auth guard answers 401 unless ``Authorization: Bearer <key>`` matches, on every route
+  but ``/health`` (and the docs), when the server has an API key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from blackbox.serve.errors import install_handlers
+
+log = logging.getLogger("blackbox.serve")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+                   Awaitable[None]]
+PUBLIC_PATHS = {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+
+
+async def _send_error(send: Any, status: int, message: str, code: str,
+                      type_: str = "invalid_request_error",
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"error": {"message": message, "type": type_, "param": None,
+                                 "code": code}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with a 413 envelope."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    return await _send_error(send, 400, "bad Content-Length header",
+                                             "invalid_header")
+                if too_big:
+                    return await _send_error(send, 413, f"request body over {self.limit} "
+                                             "bytes", "body_too_large")
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, 413, f"request body over {self.limit} bytes",
+                                  "body_too_large")
+
+
+class BearerAuth:
+    """Require ``Authorization: Bearer <key>`` on every route but the public ones."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
+            return await self.app(scope, receive, send)
+        given = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                given = token.strip() if scheme.lower() == b"bearer" else b""
+        if not hmac.compare_digest(given, self.key):  # constant time: no key oracle
+            return await _send_error(send, 401, "missing or wrong API key: send "
+                                     "'Authorization: Bearer <key>'", "invalid_api_key",
+                                     "authentication_error",
+                                     [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    backend: Any,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_batch: int = 64,
+    max_wait_ms: float = 4.0,
+    allow_adapter_paths: bool = False,
+    warm: bool = True,
+) -> Any:
+    """An ASGI app serving ``backend`` (see module docs). ``warm`` loads the model at start."""
+    from fastapi import FastAPI
+
+    from blackbox import __version__
+    from blackbox.serve import bbx_routes, openai_routes
+    from blackbox.serve.service import Service
+
+    svc = Service(backend, model_name=model_name, max_batch=max_batch,
+                  max_wait_s=max_wait_ms / 1000.0, allow_adapter_paths=allow_adapter_paths)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        yield
+        svc.close()
+
+    app = FastAPI(
+        title="bbx serve", version=__version__, lifespan=lifespan,
+        description="An OpenAI-compatible server over a local model and an adapter "
+        "repository. bbx extensions: `adapter` (a name or a mixture {adapters, alpha, beta}) "
+        "on every route; /v1/label_logprobs, /v1/score, /v1/hidden_states, /v1/adapters, "
+        "/v1/bbx, /tokenize.",
+    )
+    app.state.service = svc
+    app.state.started = time.time()
+    install_handlers(app)
+    app.include_router(bbx_routes.public)
+    app.include_router(openai_routes.router)
+    app.include_router(bbx_routes.router)
+    if warm:
+        svc.warm()
+    wrapped: Any = app
+    if api_key:
+        wrapped = BearerAuth(wrapped, api_key)
+    wrapped = BodyLimit(wrapped, max_body_bytes)
+    # keep the FastAPI object reachable (tests, openapi()) through the middleware stack
+    wrapped.fastapi = app
+    return wrapped
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "info") -> None:
+    """Run an app from :func:`create_app` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")

@@ -1,0 +1,293 @@
+"""The OpenAI routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``,
+``/v1/embeddings``, with the official response shapes.
+
+Semantics follow OpenAI (and vLLM where OpenAI is silent):
+
+* ``/v1/completions`` with ``echo=true, max_tokens=0, logprobs=k`` scores the prompt: every
+  prompt token's log-prob (``None`` for the first, which nothing predicts) and its top-k;
+* ``logprobs`` on generated text are those of the completion's tokens as the tokenizer
+  splits the returned text;
+* ``logit_bias`` shifts the next-token logits and the reported log-probs (as OpenAI's do);
+  bbx applies it to single-token greedy completions (``max_tokens <= 1``,
+  ``temperature = 0``), the idiom classifiers use, and refuses it elsewhere;
+* ``stream=true`` answers the whole completion as one server-sent chunk, then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from blackbox.serve.errors import APIError
+from blackbox.serve.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from blackbox.serve.service import Service
+
+router = APIRouter()
+DEFAULT_CHAT_MAX_TOKENS = 512
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def _bias(raw: dict[str, float] | None) -> dict[int, float] | None:
+    if not raw:
+        return None
+    return {int(k): float(v) for k, v in raw.items()}
+
+
+def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
+    def gen() -> Any:
+        for c in chunks:
+            yield f"data: {json.dumps(c)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """The served model, and each adapter as a model whose parent is the base (as vLLM)."""
+    svc = service(request)
+    created = int(request.app.state.started)
+    data = [{"id": svc.model_id, "object": "model", "created": created, "owned_by": "bbx",
+             "root": svc.model_id, "parent": None, "max_model_len": svc.context_length}]
+    data += [{"id": n, "object": "model", "created": created, "owned_by": "bbx", "root": n,
+              "parent": svc.model_id} for n in svc.adapter_names()]
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model_id}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    """One model by id (404 when unknown)."""
+    for m in (await list_models(request))["data"]:
+        if m["id"] == model_id:
+            return m
+    raise APIError(404, f"model '{model_id}' does not exist", "model", "model_not_found")
+
+
+# ---- completions ----------------------------------------------------------------------
+
+def _completion_logprobs(svc: Service, seq: list[int], rec: Any, offset0: int,
+                         extra: tuple[int, float, list[tuple[int, float]]] | None = None
+                         ) -> dict[str, Any]:
+    """The legacy ``logprobs`` object for tokens ``seq[rec.start:]`` (plus one extra token)."""
+    special = set(getattr(svc.tokenizer, "all_special_ids", []) or [])
+    tokens, lps, tops, offsets = [], [], [], []
+    at = offset0
+    entries = list(zip(seq[rec.start:], rec.logprobs, rec.top, strict=True))
+    if extra is not None:
+        entries.append(extra)
+    for tok, lp, top in entries:
+        text = svc.token_text(tok)
+        tokens.append(text)
+        lps.append(lp)
+        tops.append(None if lp is None else _top_dict(svc, top))
+        offsets.append(at)
+        at += 0 if tok in special else len(text)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops,
+            "text_offset": offsets}
+
+
+def _top_dict(svc: Service, top: list[tuple[int, float]]) -> dict[str, float]:
+    # distinct ids can decode to the same text (partial UTF-8 bytes): keep the likeliest
+    out: dict[str, float] = {}
+    for i, v in top:
+        out.setdefault(svc.token_text(i), v)
+    return out
+
+
+@router.post("/v1/completions")
+async def completions(req: CompletionRequest, request: Request) -> Any:
+    """OpenAI completions, plus the bbx ``adapter`` field."""
+    svc = service(request)
+    req.warn_extra("/v1/completions")
+    adapter = svc.resolve_adapter(req.model, req.adapter)
+    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if req.best_of not in (None, req.n):
+        raise APIError(400, "best_of other than n is not supported", "best_of")
+    max_tokens = 16 if req.max_tokens is None else req.max_tokens
+    ctx = svc.context_length
+    if ctx is not None and max_tokens > ctx:
+        raise APIError(400, f"max_tokens {max_tokens} is more than the model's context of "
+                       f"{ctx} tokens", "max_tokens", "context_length_exceeded")
+    bias = _bias(req.logit_bias)
+    if bias and not (max_tokens == 0 or (max_tokens == 1 and req.temperature == 0)):
+        raise APIError(400, "bbx serve applies logit_bias to single-token greedy completions "
+                       "only (max_tokens <= 1, temperature 0)", "logit_bias")
+    k = req.logprobs
+    token_level = k is not None or bias is not None
+    if token_level and not svc.local:
+        _ = svc.engine  # raises the 400 that names the limitation
+    created, rid = int(time.time()), f"cmpl-{uuid.uuid4().hex[:24]}"
+    choices: list[dict[str, Any]] = []
+    prompt_tokens = svc.count_tokens(prompts)
+    completion_tokens = 0
+    if max_tokens == 0 or (token_level and max_tokens == 1 and req.temperature == 0):
+        # scoring / one greedy token: a single forward pass per prompt, no generation loop
+        if svc.local:
+            seqs = [svc.prompt_ids(p) for p in prompts]
+            recs = await svc.seq_logprobs(seqs, [0 if req.echo else len(s) for s in seqs],
+                                          k or 0, k or 0, bias, adapter)
+        for i, p in enumerate(prompts):
+            text, lp_obj, finish = (p if req.echo else ""), None, "length"
+            if max_tokens == 1:
+                rec = recs[i]
+                tok = rec.next_pick
+                eos = tok in svc.engine.eos_ids
+                text += "" if eos else svc.decode([tok])
+                finish = "stop" if eos else "length"
+                completion_tokens += 1
+                if k is not None:
+                    extra = (tok, rec.next_logprob, rec.next_top)
+                    lp_obj = _completion_logprobs(svc, seqs[i], rec, 0, extra)
+            elif k is not None and svc.local:
+                lp_obj = _completion_logprobs(svc, seqs[i], recs[i], 0) if req.echo else \
+                    {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+            for j in range(req.n):
+                choices.append({"index": i * req.n + j, "text": text, "logprobs": lp_obj,
+                                "finish_reason": finish})
+    else:
+        base_seed = svc.sample_seed(req.seed)
+        stop = [req.stop] if isinstance(req.stop, str) else req.stop
+        runs = 1 if req.temperature == 0 else req.n
+        outs = []
+        for j in range(runs):
+            params = {"max_tokens": max_tokens, "temperature": req.temperature,
+                      "top_p": req.top_p, "seed": base_seed + j}
+            if stop:
+                params["stop"] = stop
+            outs.append(await svc.generate(prompts, params, adapter))
+        for i, p in enumerate(prompts):
+            for j in range(req.n):
+                text = outs[j if runs > 1 else 0][i]
+                lp_obj = None
+                pieces = svc.piece_ids(text) if svc.local else []
+                n_gen = len(pieces) if svc.local else svc.count_tokens([text])
+                completion_tokens += n_gen
+                if k is not None:
+                    p_ids = svc.prompt_ids(p)
+                    seq = p_ids + pieces
+                    rec = (await svc.seq_logprobs([seq], [0 if req.echo else len(p_ids)], k, 0,
+                                                  None, adapter))[0]
+                    lp_obj = _completion_logprobs(svc, seq, rec, 0 if req.echo else 0)
+                choices.append({"index": i * req.n + j, "text": (p if req.echo else "") + text,
+                                "logprobs": lp_obj,
+                                "finish_reason": "length" if n_gen >= max_tokens else "stop"})
+    body = {"id": rid, "object": "text_completion", "created": created, "model": svc.model_id,
+            "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
+    if req.stream:
+        return _sse([{**body, "usage": None}])
+    return body
+
+
+# ---- chat -----------------------------------------------------------------------------
+
+def _chat_logprobs(svc: Service, seq: list[int], rec: Any) -> dict[str, Any]:
+    def entry(tok: int, lp: float) -> dict[str, Any]:
+        text = svc.token_text(tok)
+        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
+
+    content = []
+    for tok, lp, top in zip(seq[rec.start:], rec.logprobs, rec.top, strict=True):
+        content.append({**entry(tok, lp), "top_logprobs": [entry(i, v) for i, v in top]})
+    return {"content": content, "refusal": None}
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatRequest, request: Request) -> Any:
+    """OpenAI chat completions over the model's chat template, plus ``adapter``."""
+    svc = service(request)
+    req.warn_extra("/v1/chat/completions")
+    adapter = svc.resolve_adapter(req.model, req.adapter)
+    if req.logit_bias:
+        raise APIError(400, "logit_bias is supported on /v1/completions only (single-token "
+                       "greedy completions)", "logit_bias")
+    if (req.logprobs or req.top_logprobs) and not svc.local:
+        _ = svc.engine
+    if req.top_logprobs and not req.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
+    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    prompt = svc.chat_prompt(messages)
+    prompt_tokens = svc.count_tokens([prompt])
+    ctx = svc.context_length
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
+        else req.max_tokens
+    if max_tokens is None:
+        max_tokens = DEFAULT_CHAT_MAX_TOKENS if ctx is None else \
+            max(0, min(DEFAULT_CHAT_MAX_TOKENS, ctx - prompt_tokens))
+    if ctx is not None and max_tokens > ctx:
+        raise APIError(400, f"max_tokens {max_tokens} is more than the model's context of "
+                       f"{ctx} tokens", "max_tokens", "context_length_exceeded")
+    stop = [req.stop] if isinstance(req.stop, str) else req.stop
+    base_seed = svc.sample_seed(req.seed)
+    runs = 1 if req.temperature == 0 else req.n
+    outs = []
+    for j in range(runs):
+        params = {"max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p,
+                  "seed": base_seed + j}
+        if stop:
+            params["stop"] = stop
+        outs.append((await svc.generate([prompt], params, adapter))[0])
+    choices, completion_tokens = [], 0
+    for j in range(req.n):
+        text = outs[j if runs > 1 else 0]
+        pieces = svc.piece_ids(text) if svc.local else []
+        n_gen = len(pieces) if svc.local else svc.count_tokens([text])
+        completion_tokens += n_gen
+        lp_obj = None
+        if req.logprobs:
+            p_ids = svc.prompt_ids(prompt)
+            rec = (await svc.seq_logprobs([p_ids + pieces], [len(p_ids)], req.top_logprobs or 0,
+                                          0, None, adapter))[0]
+            lp_obj = _chat_logprobs(svc, p_ids + pieces, rec)
+        choices.append({"index": j, "message": {"role": "assistant", "content": text},
+                        "logprobs": lp_obj,
+                        "finish_reason": "length" if n_gen >= max_tokens else "stop"})
+    rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    if req.stream:
+        chunks = [{"id": rid, "object": "chat.completion.chunk", "created": created,
+                   "model": svc.model_id, "choices": [
+                       {"index": c["index"], "delta": {"role": "assistant",
+                                                       "content": c["message"]["content"]},
+                        "logprobs": c["logprobs"], "finish_reason": c["finish_reason"]}]}
+                  for c in choices]
+        return _sse(chunks)
+    return {"id": rid, "object": "chat.completion", "created": created, "model": svc.model_id,
+            "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
+
+
+# ---- embeddings -----------------------------------------------------------------------
+
+@router.post("/v1/embeddings")
+async def embeddings(req: EmbeddingRequest, request: Request) -> dict[str, Any]:
+    """Sentence embeddings (MiniLM by default; ``mean`` pools the LM under the adapter)."""
+    svc = service(request)
+    req.warn_extra("/v1/embeddings")
+    adapter = svc.resolve_adapter(req.model, req.adapter)
+    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    vecs = await svc.embed(texts, adapter)
+    if req.dimensions is not None and vecs and req.dimensions != len(vecs[0]):
+        raise APIError(400, f"this model's embeddings have {len(vecs[0])} dimensions; "
+                       "dimensions cannot change that", "dimensions")
+    data = []
+    for i, v in enumerate(vecs):
+        emb: Any = v
+        if req.encoding_format == "base64":
+            emb = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    n = svc.count_tokens(texts)
+    return {"object": "list", "data": data, "model": svc.model_id,
+            "usage": {"prompt_tokens": n, "total_tokens": n}}

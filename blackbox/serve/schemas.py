@@ -1,0 +1,215 @@
+"""Request bodies of ``bbx serve``: the OpenAI routes' fields plus the bbx extensions.
+
+Unknown fields are accepted and ignored with a logged warning, as vLLM does (clients send
+provider-specific fields). Known fields are validated strictly: wrong types, NaN or
+infinite numbers, out-of-range values and strings that are not valid Unicode are 400s.
+Fields OpenAI defines but bbx cannot honour (penalties, ``best_of``, ``suffix``) are
+refused with a message rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from blackbox.backends.base import normalize_adapter
+from blackbox.errors import BbxError
+
+log = logging.getLogger("blackbox.serve")
+MAX_ITEMS = 2048  # prompts / inputs per request
+_warned: set[str] = set()
+
+
+def _utf8(v: str) -> str:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("string is not valid Unicode (lone surrogate)") from None
+    return v
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+Texts = Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+class Body(BaseModel):
+    """Base of every request body: lenient on unknown keys, strict on known ones."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    model: Text | None = None
+    user: Text | None = None
+
+    def warn_extra(self, route: str) -> None:
+        """Log (once per route and field) the unknown fields that were ignored."""
+        for key in self.model_extra or {}:
+            tag = f"{route}:{key}"
+            if tag not in _warned and len(_warned) < 1000:
+                _warned.add(tag)
+                log.warning("%s: ignoring unknown field %r", route, key)
+
+
+class Mixture(BaseModel):
+    """A mixture of adapters: ``A* = Σβᵢ·sparse(Aᵢ, αᵢ)``, ``B* = Σβᵢ·Bᵢ``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    adapters: list[Text] = Field(min_length=1, max_length=256)
+    alpha: list[float] | None = None
+    beta: list[float] | None = None
+
+
+class WithAdapter(Body):
+    """Bodies that take the bbx ``adapter`` extension (a name or a mixture)."""
+
+    adapter: Text | Mixture | None = Field(
+        None, description="bbx extension: an adapter name, or a mixture "
+        "{adapters: [...], alpha: [...], beta: [...]} (alpha in [0, 1], default 1; beta "
+        "finite, default 1)")
+
+    @field_validator("adapter")
+    @classmethod
+    def _valid_adapter(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        raw = v if isinstance(v, str) else v.model_dump(exclude_none=True)
+        try:
+            return normalize_adapter(raw)
+        except BbxError as e:
+            raise ValueError(str(e)) from None
+
+
+Stop = Text | Annotated[list[Text], Field(max_length=4)] | None
+LogitBias = Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]],
+                      Field(max_length=300)] | None
+
+
+class Sampling(WithAdapter):
+    """Generation fields shared by completions and chat."""
+
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=16)
+    stream: bool = False
+    stop: Stop = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    logit_bias: LogitBias = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalties(cls, v: float) -> float:
+        if v != 0:
+            raise ValueError("penalties are not supported by bbx serve: leave them at 0")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key in v or {}:
+            if not (key.isascii() and key.isdigit()) or len(key) > 9:
+                raise ValueError(f"logit_bias keys are token ids, got {key!r}")
+        return v
+
+
+class CompletionRequest(Sampling):
+    """``POST /v1/completions``."""
+
+    prompt: Text | Texts
+    max_tokens: int | None = Field(16, ge=0)
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=16)
+    suffix: str | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("suffix (insertion) is not supported by bbx serve")
+        return v
+
+
+class ContentPart(BaseModel):
+    """A text part of a chat message (images and audio are not supported)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text"]
+    text: Text
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | Annotated[list[ContentPart], Field(max_length=256)] | None = None
+    name: Text | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class ChatRequest(Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[Message] = Field(min_length=1, max_length=1024)
+    max_tokens: int | None = Field(None, ge=0)
+    max_completion_tokens: int | None = Field(None, ge=0)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class EmbeddingRequest(WithAdapter):
+    """``POST /v1/embeddings`` (MiniLM embeddings do not depend on the adapter)."""
+
+    input: Text | Texts
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+
+class LabelLogprobsRequest(WithAdapter):
+    """bbx extension ``POST /v1/label_logprobs``: exact log-probs of label words as the next
+    text after each prompt (over the full vocabulary; multi-token words sum their tokens)."""
+
+    prompts: Texts
+    label_words: Annotated[list[Text], Field(min_length=1, max_length=256)]
+
+
+class ScoreRequest(WithAdapter):
+    """bbx extension ``POST /v1/score``: per (prompt, continuation), the continuation's
+    token log-probs (prompt and continuation tokenized separately, as the local backend)."""
+
+    prompts: Texts
+    continuations: Texts
+
+
+class HiddenRequest(WithAdapter):
+    """bbx extension ``POST /v1/hidden_states``: the last layer's hidden state at each
+    prompt's scoring position (the state that predicts the next token)."""
+
+    input: Text | Texts
+    position: Literal["last", "mask"] = "last"
+
+
+class TokenizeRequest(Body):
+    """``POST /tokenize`` (vLLM's route): the token ids of a prompt."""
+
+    prompt: Text
+    add_special_tokens: bool = True
+
+
+class AdapterLoadRequest(Body):
+    """bbx extension ``POST /v1/adapters``: load (or reload) an adapter by name."""
+
+    name: Text = Field(min_length=1, max_length=128)
+    path: Text | None = None

@@ -1,0 +1,227 @@
+"""The model behind the routes: a Backend, its dynamic batcher, and token-level helpers.
+
+Routes call :class:`Service`; it turns each request into batcher jobs (so concurrent requests
+share forward passes) and awaits them. Token-level features (``logprobs``, ``echo``,
+``/tokenize``, chat templates) need the model's tokenizer, so they work on the local backend
+(and any backend exposing an ``engine``); on other backends they are a clear 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from blackbox.backends.base import Adapter, normalize_adapter
+from blackbox.engine.batcher import Batcher, Job
+from blackbox.errors import BbxError
+from blackbox.serve.errors import APIError, from_bbx_error
+
+FALLBACK_CHAT = "{role}: {content}\n"
+
+
+class Service:
+    """One backend served over HTTP (see module docs)."""
+
+    def __init__(self, backend: Any, model_name: str | None = None, max_batch: int = 64,
+                 max_wait_s: float = 0.004, allow_adapter_paths: bool = False) -> None:
+        self.backend = backend
+        self.allow_adapter_paths = allow_adapter_paths
+        self.local = callable(getattr(backend, "call_rows", None))
+        source = getattr(backend, "source", None)
+        self.model_id = model_name or (source.name if source is not None
+                                       else str(getattr(backend, "model", backend.name)))
+        self.batcher = Batcher(backend, max_batch=max_batch, max_wait_s=max_wait_s)
+        self._tokenizer: Any = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Load the model now (not on the first request) and give routes their tokenizer."""
+        if self.local:
+            engine = self.backend.engine
+            # the event loop tokenizes while the batcher thread runs the model: a private
+            # copy, because one fast tokenizer used from two threads can fail ("borrowed")
+            self._tokenizer = copy.deepcopy(engine.tokenizer)
+
+    def close(self) -> None:
+        """Stop the batcher and release the backend."""
+        self.batcher.close()
+        self.backend.close()
+
+    @property
+    def engine(self) -> Any:
+        """The local engine (a 400 on backends without token-level access)."""
+        if not self.local:
+            raise APIError(400, "this server's backend has no token-level access: logprobs, "
+                           "echo and tokenize need the local backend", None, "unsupported")
+        return self.backend.engine
+
+    @property
+    def tokenizer(self) -> Any:
+        """The routes' private copy of the model's tokenizer."""
+        if self._tokenizer is None:
+            _ = self.engine
+            self.warm()
+        return self._tokenizer
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context in tokens (``None`` when unknown)."""
+        return int(self.backend.engine.max_length) if self.local else None
+
+    @property
+    def repository(self) -> Any:
+        """The adapter repository (``None`` without one)."""
+        return getattr(self.backend, "repository", None) if self.local else None
+
+    # ---- adapters -----------------------------------------------------------------------
+
+    def adapter_names(self) -> list[str]:
+        """Names of the adapters requests may name."""
+        repo = self.repository
+        if repo is not None:
+            return repo.names()
+        bias = getattr(self.backend, "adapter_bias", None)  # the fake backend's adapters
+        return sorted(bias) if isinstance(bias, dict) else []
+
+    def resolve_adapter(self, model: str | None, adapter: Adapter) -> Adapter:
+        """The request's adapter: the ``adapter`` field, else ``model`` naming an adapter
+        (as vLLM serves LoRA adapters as models). Unknown names are 404s."""
+        if model not in (None, "", self.model_id):
+            if model in self.adapter_names():
+                if adapter is not None:
+                    raise APIError(400, f"model '{model}' is an adapter and the request also "
+                                   "names an adapter: give one of them", "adapter")
+                adapter = model
+            else:
+                raise APIError(404, f"model '{model}' does not exist: this server has "
+                               f"'{self.model_id}' and the adapters {self.adapter_names()}",
+                               "model", "model_not_found")
+        spec = normalize_adapter(adapter)
+        if spec is not None:
+            repo = self.repository
+            if repo is not None:
+                repo.validate(spec)
+            elif not getattr(self.backend.capabilities, "adapters", False):
+                raise APIError(400, "this server has no adapter repository: start it with "
+                               "--adapters DIR", "adapter", "adapters_unsupported")
+            else:
+                names = self.adapter_names()
+                for n in [spec] if isinstance(spec, str) else spec["adapters"]:
+                    if n not in names:
+                        raise APIError(404, f"unknown adapter '{n}'", "adapter",
+                                       "adapter_not_found")
+        return spec
+
+    # ---- running jobs -------------------------------------------------------------------
+
+    async def run(self, job: Job) -> list[Any]:
+        """Queue a job on the batcher and await its per-item results."""
+        try:
+            return await asyncio.wrap_future(self.batcher.submit(job))
+        except BbxError as e:
+            raise from_bbx_error(e) from None
+
+    async def label_logprobs(self, prompts: list[str], words: list[str],
+                             adapter: Adapter) -> list[list[float]]:
+        """Batched exact label-word log-probs."""
+        return await self.run(Job("label_logprobs", tuple(words), prompts, adapter))
+
+    async def score(self, prompts: list[str], conts: list[str],
+                    adapter: Adapter) -> list[list[float]]:
+        """Batched continuation token log-probs."""
+        if len(prompts) != len(conts):
+            raise APIError(400, f"score needs one continuation per prompt: got {len(prompts)} "
+                           f"prompts and {len(conts)} continuations", "continuations")
+        return await self.run(Job("score", None, list(zip(prompts, conts, strict=True)),
+                                  adapter))
+
+    async def hidden(self, prompts: list[str], position: str,
+                     adapter: Adapter) -> list[list[float]]:
+        """Batched hidden states at the scoring position."""
+        return await self.run(Job("hidden", position, prompts, adapter))
+
+    async def generate(self, prompts: list[str], params: dict[str, Any],
+                       adapter: Adapter) -> list[str]:
+        """Batched generation (requests with equal params share calls)."""
+        key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                           for k, v in params.items()))
+        return await self.run(Job("generate", key, prompts, adapter))
+
+    async def embed(self, texts: list[str], adapter: Adapter) -> list[list[float]]:
+        """Batched sentence embeddings."""
+        if self.local and getattr(self.backend, "embed_model", None) == "mean":
+            return await self.run(Job("mean_hidden", None, texts, adapter))
+        return await self.run(Job("embed", None, texts, None))
+
+    async def seq_logprobs(self, seqs: list[list[int]], starts: list[int], top_k: int,
+                           next_k: int, bias: dict[int, float] | None,
+                           adapter: Adapter) -> list[Any]:
+        """Token log-probs of whole sequences (see :mod:`blackbox.engine.tokens`)."""
+        from blackbox.engine.tokens import sequence_logprobs
+
+        _ = self.engine
+        items = list(zip(seqs, starts, strict=True))
+        key = ("seq", top_k, next_k, json.dumps(bias, sort_keys=True))
+
+        def call(its: list[Any], adapters: list[Adapter]) -> list[Any]:
+            return self.backend.call_rows(
+                sequence_logprobs, ([s for s, _ in its], [st for _, st in its]), adapters,
+                top_k=top_k, next_k=next_k, logit_bias=bias)
+
+        return await self.run(Job("seq_logprobs", key, items, adapter, call=call))
+
+    # ---- tokens -------------------------------------------------------------------------
+
+    def prompt_ids(self, text: str, special: bool = True) -> list[int]:
+        """Token ids of a prompt as the engine sees it (special tokens included)."""
+        ids = list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        if special and not ids:
+            ids = list(self.engine._start_ids)
+        return ids
+
+    def piece_ids(self, text: str) -> list[int]:
+        """Token ids of a continuation (no special tokens)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def token_text(self, tok: int) -> str:
+        """The text of one token."""
+        return self.tokenizer.decode([tok])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids, special tokens dropped."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Total tokens of texts (0 when the backend cannot count them)."""
+        try:
+            return int(sum(self.backend.count_tokens(list(texts))))
+        except BbxError:
+            return 0
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text for a chat: the model's chat template, else ``role: content``."""
+        tok = self.tokenizer if self.local else None
+        if tok is not None and getattr(tok, "chat_template", None):
+            try:
+                text = tok.apply_chat_template(messages, tokenize=False,
+                                               add_generation_prompt=True)
+            except Exception as e:  # noqa: BLE001 - jinja errors in the template
+                raise APIError(400, f"the model's chat template rejected these messages: "
+                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                               "messages") from None
+            bos = getattr(tok, "bos_token", None)
+            # the template may write the BOS itself; the engine adds one when tokenizing
+            if bos and text.startswith(bos) and self.prompt_ids("")[:1] == [tok.bos_token_id]:
+                text = text[len(bos):]
+            return str(text)
+        return "".join(FALLBACK_CHAT.format(**m) for m in messages) + "assistant:"
+
+    @staticmethod
+    def sample_seed(seed: int | None) -> int:
+        """The request's seed, or a random one (OpenAI samples differ without a seed)."""
+        return int(seed) if seed is not None else random.randrange(2**31)

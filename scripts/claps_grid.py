@@ -1,0 +1,134 @@
+"""The ClaPS results grid: tasks x seeds x methods through ``bbx search-prompt``.
+
+Every cell is a real run of ``recipes/claps-sst2.yaml`` (the scaled configuration) with the
+task, seed and method's settings on top, one run directory each under ``--runs``. The table
+(``scripts/claps_report.py`` -> ``results/claps.md``) is built from those run directories,
+never from numbers typed in. Finished cells are skipped, so the grid resumes where it
+stopped; the response cache lets baselines and ClaPS variants share what they can (the
+greedy's first sweep is the pruning's single tokens, the manual prompt's test answers are
+the same for every seed, ...).
+
+    flock /tmp/bbx-heavy.lock .venv/bin/python scripts/claps_grid.py --tasks sst-2 --seeds 42
+    .venv/bin/python scripts/claps_grid.py --fake --runs /tmp/claps-fake   # dry run, no model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TASKS = ["sst-2", "trec", "mr", "agnews"]
+SEEDS = [13, 21, 42]
+# method -> recipe settings on top of the base recipe (the scaled ClaPS configuration)
+METHODS: dict[str, dict[str, Any]] = {
+    "manual": {"search": "manual"},
+    "random-search": {"search": "random", "clusters": 0, "prune": "none"},
+    "random-prune": {"search": "genetic", "prune": "random"},
+    "claps-greedy": {"search": "greedy"},
+    "claps-genetic": {"search": "genetic"},
+    # ClaPS without clustering: pruning scores every candidate token (~31.6k x n queries)
+    "claps-nocluster": {"search": "greedy", "clusters": 0},
+}
+DEFAULT_METHODS = ["manual", "claps-greedy", "claps-genetic", "random-search", "random-prune"]
+
+
+class SharedBackend:
+    """One local backend for the whole grid: the model loads once and the tokenizer's
+    vocabulary is decoded once; ``close()`` (called by every run) is a no-op."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._vocab: list[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def vocabulary(self) -> list[str]:
+        if self._vocab is None:
+            self._vocab = self._inner.vocabulary()
+        return self._vocab
+
+    def close(self) -> None:
+        pass
+
+
+def run_name(task: str, seed: int, method: str) -> str:
+    return f"claps-{method.removeprefix('claps-')}-{task}-s{seed}"
+
+
+def finished(runs: Path) -> dict[str, Path]:
+    """Finished run directories under ``runs`` by recipe name."""
+    import yaml
+
+    out: dict[str, Path] = {}
+    for s in sorted(runs.glob("*/summary.json")):
+        name = yaml.safe_load((s.parent / "recipe.yaml").read_text()).get("name")
+        if name:
+            out[name] = s.parent
+    return out
+
+
+def cell_recipe(base: dict[str, Any], task: str, seed: int, method: str,
+                runs: Path) -> dict[str, Any]:
+    data = {**base, **METHODS[method], "task": task, "seed": seed,
+            "name": run_name(task, seed, method), "output_dir": str(runs)}
+    return data
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=TASKS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
+    ap.add_argument("--base", type=Path, default=REPO / "recipes" / "claps-sst2.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="override a base recipe key (key=value), like bbx run --set")
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "runs" / "claps-grid")
+    ap.add_argument("--fake", action="store_true", help="fake backend (a dry run, no model)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    args = ap.parse_args()
+
+    from blackbox.api import run_recipe
+    from blackbox.recipes.loader import _resolve_includes, apply_overrides
+
+    base = apply_overrides(_resolve_includes(args.base), args.overrides)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    if args.fake:
+        from blackbox.backends.fake import FakeBackend
+
+        backend: Any = FakeBackend(bias={"great": {" positive": 3.0}})
+    else:
+        from blackbox.backends.local import LocalBackend
+
+        cfg = {k: v for k, v in base.get("backend", {}).items() if k != "kind"}
+        backend = SharedBackend(LocalBackend(**cfg))
+    done = finished(args.runs)
+    # seed-major: every task gets its first seed before any task gets a second
+    for seed in args.seeds:
+        for task in args.tasks:
+            for method in args.methods:
+                name = run_name(task, seed, method)
+                if name in done:
+                    print(f"= {name}: done ({done[name].name})", flush=True)
+                    continue
+                t0 = time.perf_counter()
+                res = run_recipe(cell_recipe(base, task, seed, method, args.runs),
+                                 backend=backend, progress=args.progress)
+                s = res.summary
+                test = (s.get("test") or {}).get("accuracy")
+                print(f"+ {name}: test {test if test is None else round(test, 4)} "
+                      f"prompt {s['best_prompt']!r} train queries "
+                      f"{s['queries']['train_total']} paid {s['usage']['queries']} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(json.dumps({"runs": str(args.runs)}))
+
+
+if __name__ == "__main__":
+    main()

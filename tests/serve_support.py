@@ -1,0 +1,123 @@
+"""Builders shared by the serve / remote / adapter tests: a tiny random Llama with a tiny BPE
+tokenizer (and a chat template), a tiny zoo of PEFT LoRA adapters made with ``peft`` on it,
+and a uvicorn server run in a background thread on a free loopback port.
+
+Imported by the test modules (``tests/`` is on ``sys.path`` under pytest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CORPUS = [
+    "the movie was great and the acting was good",
+    "the plot was bad and the film was boring",
+    "a positive review says good things",
+    "a negative review says bad things",
+    "positive positive negative negative great good bad",
+    "I loved it, I hated it, it was fine, it was okay",
+    "user: hello assistant: hi there, how can I help",
+]
+PROMPTS = [
+    "the movie was",
+    "a review: the film was boring and bad. Sentiment:",
+    "I loved it",
+    "x",
+    "the acting was good and the plot was great, a positive review. Overall it was",
+    "okay",
+    "",
+]
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+# (name, rank, lora_alpha, target modules)
+ZOO = [
+    ("sst2", 4, 8, ["q_proj", "v_proj"]),
+    ("trec", 4, 8, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                    "down_proj"]),
+    ("news", 2, 4, ["v_proj", "down_proj"]),
+]
+
+
+def build_tiny_model(folder: Path, context: int = 96, hidden: int = 32) -> Path:
+    """A 2-layer random Llama with a 320-token BPE tokenizer, saved in ``folder``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 10, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(fast), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+        initializer_range=0.3,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def build_zoo(model_folder: Path, zoo: Path, scale: float = 0.5) -> Path:
+    """PEFT LoRA adapters (random, non-zero A and B) on the tiny model, one folder each."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    for seed, (name, r, alpha, targets) in enumerate(ZOO):
+        base = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)
+        torch.manual_seed(100 + seed)
+        peft_model = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha,
+                                                     target_modules=targets,
+                                                     init_lora_weights=False))
+        with torch.no_grad():
+            for pname, p in peft_model.named_parameters():
+                if "lora_" in pname:
+                    p.copy_(torch.randn_like(p) * scale)
+        peft_model.save_pretrained(zoo / name)
+    return zoo
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a background thread; yields its ``/v1`` base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,105 @@
+"""``bbx serve`` on the real bundled SmolLM2-135M (slow): the remote backend agrees with the
+local one through the server, and per-row LoRA mixtures on the real model equal separate
+runs and PEFT's own forward."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("fastapi")
+
+from serve_support import running_server  # noqa: E402
+
+TEMPLATE = "Review: {text}\nSentiment:"
+REVIEWS = [
+    "A wonderful, moving film with superb acting.",
+    "Dull, lifeless and far too long; I wanted my money back.",
+    "an engrossing portrait of a family coming apart",
+    "the jokes fall flat and the plot makes no sense",
+]
+WORDS = [" negative", " positive", " neutral"]
+
+
+@pytest.fixture(scope="module")
+def real_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two random LoRA adapters (r=4) on SmolLM2's attention projections."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from blackbox.engine.loader import convert_gguf, resolve_spec
+
+    folder = convert_gguf(resolve_spec("default"))
+    zoo = tmp_path_factory.mktemp("real-zoo")
+    for i, targets in enumerate([["q_proj", "v_proj"], ["o_proj", "down_proj"]]):
+        base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        torch.manual_seed(i)
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                init_lora_weights=False))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn_like(p) * 0.05)
+        model.save_pretrained(zoo / f"a{i}")
+    return zoo
+
+
+@pytest.fixture(scope="module")
+def real_local(real_zoo):
+    from blackbox.backends.local import LocalBackend
+
+    b = LocalBackend(dtype="float32", adapters=str(real_zoo))
+    yield b
+    b.close()
+
+
+@pytest.mark.slow
+def test_real_remote_through_bbx_serve_equals_local(real_local, real_zoo) -> None:
+    from blackbox.backends.local import LocalBackend
+    from blackbox.backends.remote import RemoteBackend
+    from blackbox.serve import create_app
+
+    prompts = [TEMPLATE.format(text=t) for t in REVIEWS]
+    mix = {"adapters": ["a0", "a1"], "alpha": [0.6, 1.0], "beta": [0.7, -0.4]}
+    server_backend = LocalBackend(dtype="float32", adapters=str(real_zoo))
+    with running_server(create_app(server_backend)) as url:
+        remote = RemoteBackend(base_url=url, api_key_env="BBX_TEST_NO_SUCH_KEY", timeout=120)
+        for adapter in (None, mix):
+            got = remote.label_logprobs(prompts, WORDS, adapter=adapter)
+            want = real_local.label_logprobs(prompts, WORDS, adapter=adapter)
+            for g, w in zip(got, want, strict=True):
+                assert g == pytest.approx(w, abs=1e-4)
+        topk = RemoteBackend(base_url=url, api_key_env="BBX_TEST_NO_SUCH_KEY",
+                             label_logprobs="topk", timeout=120)
+        got = topk.label_logprobs(prompts[:2], WORDS)
+        want = real_local.label_logprobs(prompts[:2], WORDS)
+        for g, w in zip(got, want, strict=True):
+            assert g == pytest.approx(w, abs=2e-3)  # top-20 + logit_bias recovery
+        remote.close()
+        topk.close()
+
+
+@pytest.mark.slow
+def test_real_mixtures_in_one_batch_equal_separate_runs_and_peft(real_local, real_zoo) -> None:
+    from peft import PeftModel
+
+    prompts = [TEMPLATE.format(text=t) for t in REVIEWS]
+    specs = [None, "a0", {"adapters": ["a0", "a1"], "alpha": [0.3, 0.8], "beta": [1.2, 0.5]},
+             "a1"]
+    mixed = real_local.call_rows("label_logprobs", (prompts, WORDS), specs)
+    for p, s, row in zip(prompts, specs, mixed, strict=True):
+        assert row == pytest.approx(real_local.label_logprobs([p], WORDS, adapter=s)[0],
+                                    abs=1e-4)
+    engine = real_local.engine
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(engine.model), real_zoo / "a0").eval()
+    ids = [engine.tokenizer(w, add_special_tokens=False).input_ids[0] for w in WORDS]
+    for p, row in zip(prompts, real_local.label_logprobs(prompts, WORDS, adapter="a0"),
+                      strict=True):
+        with torch.inference_mode():
+            logits = peft_model(torch.tensor([engine._prompt_ids([p])[0]])).logits[0, -1]
+        ref = torch.log_softmax(logits.float(), -1)
+        assert row == pytest.approx([float(ref[i]) for i in ids], abs=2e-3)
