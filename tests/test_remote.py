@@ -231,6 +231,17 @@ def test_bbx_serve_subprocess_with_auth(tiny, local, monkeypatch) -> None:
         assert flat(got) == pytest.approx(flat(local.label_logprobs(PROMPTS, WORDS, MIX)),
                                           abs=1e-5)
         r.close()
+        # the plain OpenAI routes through the SDK, against the real process
+        client = openai.OpenAI(base_url=base, api_key="k-123", max_retries=0)
+        model_id = client.models.list().data[0].id
+        res = client.completions.create(model=model_id, prompt=PROMPTS[0], max_tokens=0,
+                                        echo=True, logprobs=2)
+        assert res.choices[0].logprobs.token_logprobs[0] is None
+        chat = client.chat.completions.create(model="sst2", max_tokens=3, temperature=0,
+                                              messages=[{"role": "user", "content": "hi"}])
+        assert chat.choices[0].message.role == "assistant"
+        emb = client.embeddings.create(model=model_id, input=["a b"])
+        assert len(emb.data[0].embedding) == 32
         monkeypatch.setenv("BBX_TEST_KEY", "wrong")
         with pytest.raises(BbxError, match="refused the API key"):
             _ = RemoteBackend(base_url=base, api_key_env="BBX_TEST_KEY").capabilities

@@ -114,12 +114,12 @@ class AdapterRepository:
 
     def names(self) -> list[str]:
         """Names of the adapters available (loaded into memory or not yet)."""
-        with self._lock:
-            return sorted(self._paths)
+        # no lock: list() of a dict is atomic under the GIL, and the server's event loop
+        # must not wait while the batcher thread composes a mixture under the lock
+        return sorted(list(self._paths))
 
     def __contains__(self, name: object) -> bool:
-        with self._lock:
-            return name in self._paths
+        return name in self._paths
 
     def list(self) -> list[dict[str, Any]]:
         """One entry per adapter: name, path, loaded flag, and its config once loaded."""
@@ -174,7 +174,7 @@ class AdapterRepository:
         self._mixtures.clear()  # cheap to rebuild; mixtures naming `name` must not survive
 
     def _unknown(self, name: str) -> UnknownAdapter:
-        known = sorted(self._paths)
+        known = sorted(list(self._paths))
         hint = did_you_mean(name, known) if known else " (the repository is empty)"
         return UnknownAdapter(f"unknown adapter '{name}'{hint}")
 
@@ -192,10 +192,9 @@ class AdapterRepository:
     def validate(self, spec: Any) -> None:
         """Raise :class:`BbxError` unless every adapter a normalized spec names is known."""
         names = [spec] if isinstance(spec, str) else list(spec["adapters"])
-        with self._lock:
-            for n in names:
-                if n not in self._paths:
-                    raise self._unknown(n)
+        for n in names:  # lock-free, as names()
+            if n not in self._paths:
+                raise self._unknown(n)
 
     def factors(self, spec: Any) -> Any:
         """The low-rank factors ``{module: (A, B)}`` of a normalized adapter spec (cached)."""

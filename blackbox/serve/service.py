@@ -36,16 +36,23 @@ class Service:
                                        else str(getattr(backend, "model", backend.name)))
         self.batcher = Batcher(backend, max_batch=max_batch, max_wait_s=max_wait_s)
         self._tokenizer: Any = None
+        self._engine: Any = None
+        self._repo: Any = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     def warm(self) -> None:
-        """Load the model now (not on the first request) and give routes their tokenizer."""
-        if self.local:
-            engine = self.backend.engine
-            # the event loop tokenizes while the batcher thread runs the model: a private
-            # copy, because one fast tokenizer used from two threads can fail ("borrowed")
-            self._tokenizer = copy.deepcopy(engine.tokenizer)
+        """Load the model now (not on the first request) and keep what routes read.
+
+        The routes run on the event loop while the batcher thread holds the backend's lock
+        for whole forward passes: anything a route reads (engine, tokenizer, repository) is
+        fetched here once, so that no route ever waits on that lock and stalls the loop.
+        """
+        if self.local and self._engine is None:
+            self._engine = self.backend.engine
+            self._repo = getattr(self.backend, "repository", None)
+            # a private copy: one fast tokenizer used from two threads can fail ("borrowed")
+            self._tokenizer = copy.deepcopy(self._engine.tokenizer)
 
     def close(self) -> None:
         """Stop the batcher and release the backend."""
@@ -58,25 +65,29 @@ class Service:
         if not self.local:
             raise APIError(400, "this server's backend has no token-level access: logprobs, "
                            "echo and tokenize need the local backend", None, "unsupported")
-        return self.backend.engine
+        if self._engine is None:
+            self.warm()
+        return self._engine
 
     @property
     def tokenizer(self) -> Any:
         """The routes' private copy of the model's tokenizer."""
         if self._tokenizer is None:
             _ = self.engine
-            self.warm()
         return self._tokenizer
 
     @property
     def context_length(self) -> int | None:
         """The model's context in tokens (``None`` when unknown)."""
-        return int(self.backend.engine.max_length) if self.local else None
+        return int(self.engine.max_length) if self.local else None
 
     @property
     def repository(self) -> Any:
         """The adapter repository (``None`` without one)."""
-        return getattr(self.backend, "repository", None) if self.local else None
+        if not self.local:
+            return None
+        _ = self.engine
+        return self._repo
 
     # ---- adapters -----------------------------------------------------------------------
 
@@ -198,6 +209,9 @@ class Service:
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Total tokens of texts (0 when the backend cannot count them)."""
+        if self.local:  # the routes' tokenizer copy: the backend's would wait for its lock
+            return sum(len(x) for x in self.tokenizer(list(texts),
+                                                      add_special_tokens=True)["input_ids"])
         try:
             return int(sum(self.backend.count_tokens(list(texts))))
         except BbxError:
