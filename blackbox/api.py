@@ -245,6 +245,35 @@ def search_prompt(
                       progress=progress)
 
 
+def merge(
+    task: str = "sst-2",
+    variant: str = "evo",
+    seed: int = 42,
+    adapters: list[str] | None = None,
+    user_examples: int = 64,
+    test_limit: int | None = 200,
+    backend: dict[str, Any] | None = None,
+    max_queries: int | None = None,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    **fields: Any,
+) -> RunResult:
+    """Evo-Merging as a function (``bbx merge``): search per-adapter keep-fractions α and
+    signed scales β over the backend's adapter repository (``adapters``: default all), on
+    ``user_examples`` examples of ``task``, then score the best mixture on ``test_limit``
+    held-out test examples. ``variant`` picks the full method, an ablation or a baseline
+    (evo, evo-no-sign, evo-no-denoise, evo-no-scale, lorahub, uniform, best-single, base,
+    ties, dare). The run directory's ``mixture.json`` holds the adapter spec found;
+    ``fields`` are any other ``method: merge`` keys (``stage1``, ``stage2``, ``l1``, ...)."""
+    data: dict[str, Any] = {"method": "merge", "task": task, "variant": variant, "seed": seed,
+                            "adapters": adapters, "user_examples": user_examples,
+                            "test_limit": test_limit, "budget": {"max_queries": max_queries},
+                            **fields}
+    if backend is not None:
+        data["backend"] = backend
+    return run_recipe(parse_recipe(data, source="merge"), run_dir=run_dir, progress=progress)
+
+
 def serve(
     model: str = "default",
     adapters: str | None = None,

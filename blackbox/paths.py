@@ -25,6 +25,14 @@ def responses_dir() -> Path:
     return Path(env).expanduser() if env else cache_root() / "responses"
 
 
+def zoo_dir(model_name: str) -> Path:
+    """Where ``bbx zoo build`` puts the adapter zoo of a model: ``<cache>/zoo/<model name>``.
+
+    A local backend given ``adapters: zoo`` reads this folder.
+    """
+    return cache_root() / "zoo" / model_name
+
+
 def repo_root() -> Path | None:
     """The source checkout this package runs from, if it is one (for recipes/ and git)."""
     root = Path(__file__).resolve().parents[1]

@@ -58,7 +58,9 @@ def test_set_needs_key_value() -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_recipe_validates_and_dry_runs(path: Path, tmp_path) -> None:
     recipe = load_recipe(path)
+    # two fake adapters, so that merge recipes (which search over a repository) dry-run too
+    fake = FakeBackend(adapter_bias={"a": {" positive": 1.0}, "b": {" negative": 1.0}})
     result = run_recipe(recipe.model_copy(update={"output_dir": str(tmp_path)}),
-                        backend=FakeBackend(), progress=False)
+                        backend=fake, progress=False)
     assert (result.run_dir / "summary.json").is_file()
     assert (result.run_dir / "manifest.json").is_file()

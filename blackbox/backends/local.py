@@ -28,8 +28,9 @@ class LocalBackend:
     ``dtype`` default to the best the hardware offers (see
     :func:`blackbox.engine.loader.choose_placement`). ``embed_model="minilm"`` embeds with the
     bundled all-MiniLM-L6-v2; ``"mean"`` mean-pools the LM's own last hidden states.
-    ``adapters`` is a folder of PEFT LoRA adapters: every verb then takes ``adapter=`` (a
-    name or a mixture), applied per row as low-rank factors (see :mod:`blackbox.engine.lora`).
+    ``adapters`` is a folder of PEFT LoRA adapters (``"zoo"``: the one ``bbx zoo build`` made
+    for this model): every verb then takes ``adapter=`` (a name or a mixture), applied per
+    row as low-rank factors (see :mod:`blackbox.engine.lora`).
     """
 
     name = "local"
@@ -60,6 +61,13 @@ class LocalBackend:
         self._embedder: Any = None
         self._placement: Any = None
         self._fingerprint: str | None = None
+        if adapters == "zoo":  # the zoo `bbx zoo build` made for this model
+            from blackbox.paths import zoo_dir
+
+            adapters = str(zoo_dir(self.source.name))
+            if not Path(adapters).is_dir():
+                raise BbxError(f"no adapter zoo for model '{self.source.name}' at {adapters}: "
+                               "build it with bbx zoo build (or give an adapter folder)")
         self.adapters = str(adapters) if adapters else None
         self._repo: Any = None
         if self.adapters is not None and not Path(self.adapters).expanduser().is_dir():

@@ -175,6 +175,28 @@ class MeteredBackend:
             lambda idx: self.inner.label_logprobs([prompts[i] for i in idx], words, adapter),
         )
 
+    def label_logprobs_rows(
+        self, prompts: Sequence[str], label_words: Sequence[str], adapters: Sequence[Adapter]
+    ) -> list[list[float]]:
+        """:meth:`label_logprobs` with its own adapter per prompt, in one call.
+
+        A population of mixtures (Evo-Merging) is scored this way: one batch, counted and
+        cached item by item exactly like :meth:`label_logprobs` (same keys), and answered
+        by the inner backend in shared forward passes where it can (see
+        :func:`label_logprobs_rows`).
+        """
+        prompts, words = list(prompts), list(label_words)
+        specs = [normalize_adapter(a) for a in adapters]
+        if len(specs) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(specs)} adapters")
+        items = [{"prompt": p, "label_words": words, "adapter": s}
+                 for p, s in zip(prompts, specs, strict=True)]
+        return self._metered(
+            "label_logprobs", items, prompts,
+            lambda idx: label_logprobs_rows(self.inner, [prompts[i] for i in idx], words,
+                                            [specs[i] for i in idx]),
+        )
+
     def score(
         self, prompts: Sequence[str], continuations: Sequence[str], adapter: Adapter = None
     ) -> list[list[float]]:
@@ -231,3 +253,28 @@ class MeteredBackend:
         if self._cache is not None:
             self._cache.close()
         self.inner.close()
+
+
+def label_logprobs_rows(backend: Backend, prompts: list[str], label_words: list[str],
+                        adapters: list[Adapter]) -> list[list[float]]:
+    """Per prompt its own adapter, through the best route ``backend`` offers.
+
+    A backend with ``label_logprobs_rows`` (remote: concurrent requests that the server
+    gathers into shared batches) or ``call_rows`` (local: per-row mixtures in one forward
+    pass) gets the whole list at once; any other backend is called once per distinct adapter.
+    """
+    rows = getattr(backend, "label_logprobs_rows", None)
+    if rows is not None:
+        return rows(prompts, label_words, adapters)
+    call_rows = getattr(backend, "call_rows", None)
+    if call_rows is not None:
+        return call_rows("label_logprobs", (prompts, label_words), adapters)
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(adapters):
+        groups.setdefault(json.dumps(a, sort_keys=True), []).append(i)
+    out: list[Any] = [None] * len(prompts)
+    for idx in groups.values():
+        got = backend.label_logprobs([prompts[i] for i in idx], label_words, adapters[idx[0]])
+        for i, r in zip(idx, got, strict=True):
+            out[i] = r
+    return out

@@ -39,6 +39,7 @@ retries are :class:`~blackbox.errors.BbxError` with the server's message.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -253,6 +254,47 @@ class RemoteBackend:
             sums = [sum(x) for x in self._echo_scores(pairs, extra)]
             return [sums[i * len(words):(i + 1) * len(words)] for i in range(len(prompts))]
         return self._map(lambda p: self._topk_row(p, words, extra), prompts)
+
+    def label_logprobs_rows(
+        self, prompts: Sequence[str], label_words: Sequence[str], adapters: Sequence[Adapter]
+    ) -> list[list[float]]:
+        """Per prompt its own adapter: every (adapter, chunk) request is in flight at once
+        (up to ``max_concurrency``), so a bbx server batches different mixtures together."""
+        prompts, words = list(prompts), list(label_words)
+        groups: dict[str, list[int]] = {}
+        for i, a in enumerate(adapters):
+            groups.setdefault(json.dumps(normalize_adapter(a), sort_keys=True), []).append(i)
+        if self.label_mode != "extension" or len(groups) == 1:
+            out: list[Any] = [None] * len(prompts)
+            for idx in groups.values():
+                got = self.label_logprobs([prompts[i] for i in idx], words, adapters[idx[0]])
+                for i, r in zip(idx, got, strict=True):
+                    out[i] = r
+            return out
+        jobs = [(self._extra(adapters[idx[0]]), chunk) for idx in groups.values()
+                for chunk in self._chunks(idx)]
+
+        def one(job: tuple[dict[str, Any] | None, list[int]]) -> list[Any]:
+            extra, idx = job
+            res = self._call(lambda: self.client.post(
+                "/label_logprobs", cast_to=object,
+                body={"model": self.model, "prompts": [prompts[i] for i in idx],
+                      "label_words": words, **(extra or {})}))
+            return [r["logprobs"] for r in sorted(res["data"], key=lambda d: d["index"])]
+
+        out = [None] * len(prompts)
+        for (_, idx), rows in zip(jobs, self._map(one, jobs), strict=True):
+            for i, r in zip(idx, rows, strict=True):
+                out[i] = r
+        return out
+
+    def list_adapters(self) -> list[str]:
+        """Names of the adapters a bbx server holds (``GET /v1/adapters``)."""
+        if not self.info["bbx"] or not self.info.get("adapters"):
+            raise BbxError(f"{self._where()} has no adapter repository: start it with "
+                           "bbx serve --adapters DIR")
+        res = self._call(lambda: self.client.get("/adapters", cast_to=object))
+        return sorted(d["name"] for d in res["data"])
 
     def score(
         self, prompts: Sequence[str], continuations: Sequence[str], adapter: Adapter = None

@@ -119,7 +119,8 @@ def ls_cmd(
 
 # Each method's commands live in their own module with a `register(app)` function.
 COMMAND_MODULES: list[str] = ["blackbox.cli.distill", "blackbox.cli.decode",
-                              "blackbox.cli.search_prompt", "blackbox.cli.serve"]
+                              "blackbox.cli.search_prompt", "blackbox.cli.merge",
+                              "blackbox.cli.serve"]
 
 
 def _register_commands() -> None:

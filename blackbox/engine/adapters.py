@@ -118,6 +118,13 @@ class AdapterRepository:
         # must not wait while the batcher thread composes a mixture under the lock
         return sorted(list(self._paths))
 
+    def path(self, name: str) -> Path:
+        """The folder adapter ``name`` is read from (white-box merges read its files)."""
+        with self._lock:
+            if name not in self._paths:
+                raise self._unknown(name)
+            return self._paths[name]
+
     def __contains__(self, name: object) -> bool:
         return name in self._paths
 

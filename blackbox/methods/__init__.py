@@ -11,6 +11,7 @@ METHODS = Registry("method", "bbx.methods")
 METHODS.register("eval", "blackbox.methods.eval")
 METHODS.register("decode", "blackbox.methods.mpd")
 METHODS.register("distill", "blackbox.methods.lmturk")
+METHODS.register("merge", "blackbox.methods.merge")
 METHODS.register("search-prompt", "blackbox.methods.claps")
 
 __all__ = ["METHODS"]

@@ -45,7 +45,8 @@ class LocalBackendConfig(Strict):
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = Field(32, ge=1)
-    adapters: str | None = None  # a folder of PEFT LoRA adapters (enables adapter= mixtures)
+    adapters: str | None = None  # a folder of PEFT LoRA adapters (enables adapter= mixtures);
+    # "zoo": the one `bbx zoo build` made for this model
 
 
 class FakeBackendConfig(Strict):

@@ -1,0 +1,85 @@
+"""The ``method: merge`` recipe: Evo-Merging over a server-side adapter repository, its
+ablations and its baselines, one ``variant`` per run."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from blackbox.recipes.schema import RecipeBase, Strict
+
+#: What a run does. ``evo`` is the full method (stage 1 on α, stage 2 on β); the ablations
+#: drop a piece of it; the rest are baselines (``ties``/``dare`` are white-box references:
+#: they read the adapters' weights, so they need a backend holding the repository).
+Variant = Literal["evo", "evo-no-sign", "evo-no-denoise", "evo-no-scale", "lorahub",
+                  "uniform", "best-single", "base", "ties", "dare"]
+VARIANTS: tuple[str, ...] = Variant.__args__  # type: ignore[attr-defined]
+
+
+class StageConfig(Strict):
+    """One search stage: the optimizer (any of ``bbx ls optimizers``) and its budget.
+
+    ``evaluations`` counts mixtures scored (each on every user example); ``popsize`` mixtures
+    are scored per backend call. ``options`` go to the optimizer (e.g. cma_options).
+    """
+
+    optimizer: str = "cma"
+    evaluations: int = Field(400, ge=1)
+    popsize: int = Field(20, ge=1)
+    sigma0: float = Field(0.05, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _stage1() -> StageConfig:
+    return StageConfig(evaluations=400)
+
+
+def _stage2() -> StageConfig:
+    return StageConfig(evaluations=800)
+
+
+def _lorahub() -> StageConfig:
+    # LoraHub (Huang et al. 2023): nevergrad NGOpt, 40 sequential steps, weights from 0
+    return StageConfig(optimizer="ng:NGOpt", evaluations=40, popsize=1)
+
+
+class MergeRecipe(RecipeBase):
+    """Find per-adapter keep-fractions α and signed scales β over the server's adapters.
+
+    The user's data is ``user_examples`` examples drawn (with the recipe seed) from the
+    target task's test split, disjoint from the ``test_limit`` examples that are scored (a
+    fixed subset, the same for every seed). The loss is the mean cross-entropy of the gold
+    label word (log-probs normalized over the task's label words) plus ``l1`` · mean|x| of
+    the searched vector. The official defaults (paper: 300 examples, 400 + 800 evaluations)
+    are the stage defaults here; the results scripts scale them down for a CPU.
+    """
+
+    method: Literal["merge"] = "merge"
+    variant: Variant = "evo"
+    adapters: list[str] | None = None  # default: every adapter the backend's repository holds
+    template: int = Field(0, ge=0)  # which of the task's templates the user's prompts use
+    user_examples: int = Field(64, ge=1)
+    test_limit: int | None = Field(200, ge=1)  # None: the whole rest of the test split
+    l1: float = Field(0.05, ge=0)
+    stage1: StageConfig = Field(default_factory=_stage1)  # α, β fixed at 1/N
+    stage2: StageConfig = Field(default_factory=_stage2)  # β, α at the stage-1 best
+    lorahub: StageConfig = Field(default_factory=_lorahub)
+    beta_bound: float = Field(1.5, gt=0)  # β in [-bound, bound] ([0, bound] without sign)
+    density: float = Field(0.5, gt=0, le=1)  # ties / dare: fraction of weights kept
+    materialize: bool = False  # also save the best mixture as a PEFT adapter (run dir)
+    chunk: int = Field(256, ge=1)  # test examples per metered request
+
+    @model_validator(mode="after")
+    def _check(self) -> MergeRecipe:
+        if self.adapters is not None:
+            if not self.adapters:
+                raise ValueError("adapters is empty: name at least one, or leave it unset to "
+                                 "use every adapter the server holds")
+            if len(set(self.adapters)) != len(self.adapters):
+                raise ValueError("adapters lists a name twice")
+        for name in ("stage1", "stage2"):
+            st: StageConfig = getattr(self, name)
+            if st.optimizer == "cma" and st.popsize < 2:
+                raise ValueError(f"{name}.popsize must be >= 2 for cma")
+        return self

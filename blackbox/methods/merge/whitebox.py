@@ -1,0 +1,123 @@
+"""Server-side operations on the adapters' weights: the white-box merging references (TIES,
+DARE) computed with ``peft``'s ``add_weighted_adapter``, and materializing a found mixture
+as a plain PEFT LoRA adapter that any LoRA server can load.
+
+These read weights, so they run where the repository is: here, a local backend holding it
+(``backend: {kind: local, adapters: DIR}``). Through a remote backend they are refused
+with a message saying so — that is the black-box setting's point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from blackbox.errors import BbxError
+
+#: peft combination types. TIES: trim to ``density``, elect signs, disjoint mean (weights 1).
+#: DARE: drop at rate 1 - ``density`` and rescale, then average (weights 1/N). Both are
+#: computed on the full ΔW = B·A per module and factored back by SVD at rank N·r, so no
+#: rank is lost to the merge itself.
+COMBINATION = {"ties": "ties_svd", "dare": "dare_linear_svd"}
+
+
+def local_repository(backend: Any, what: str) -> Any:
+    """The adapter repository of a (metered) local backend, or a BbxError naming the fix."""
+    inner = getattr(backend, "inner", backend)
+    repo = getattr(inner, "repository", None) if getattr(inner, "adapters", None) else None
+    if repo is None:
+        raise BbxError(f"{what} reads the adapters' weights (white-box): run it with a local "
+                       "backend that holds the repository (backend: {kind: local, adapters: "
+                       "DIR}); through a remote backend only black-box variants work")
+    return repo
+
+
+def _content_hash(folders: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in folders:
+        h.update((f / "adapter_model.safetensors").read_bytes())
+        h.update((f / "adapter_config.json").read_bytes())
+    return h.hexdigest()[:12]
+
+
+def peft_merge(backend: Any, names: list[str], kind: str, density: float, seed: int,
+               out_root: Path) -> str:
+    """Merge ``names`` with TIES or DARE (peft), load the result into the repository and
+    return its name. The name carries a hash of the inputs, so equal merges share cache."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from blackbox.engine.loader import convert_gguf, resolve_spec
+
+    if kind not in COMBINATION:
+        raise BbxError(f"unknown white-box merge '{kind}': use ties or dare")
+    repo = local_repository(backend, kind)
+    folders = [repo.path(n) for n in names]
+    tag = hashlib.sha256(json.dumps([kind, density, seed if kind == "dare" else 0,
+                                     _content_hash(folders)]).encode()).hexdigest()[:10]
+    name = f"{kind}-{tag}"
+    if name in repo.names():
+        return name
+    out = out_root / name
+    if not (out / "adapter_model.safetensors").is_file():
+        inner = getattr(backend, "inner", backend)
+        source = resolve_spec(inner.model)
+        model_folder = convert_gguf(source) if source.kind == "gguf" else source.path
+        base = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32,
+                                                    local_files_only=True)
+        model = PeftModel.from_pretrained(base, str(folders[0]), adapter_name=names[0])
+        for n, f in zip(names[1:], folders[1:], strict=True):
+            model.load_adapter(str(f), adapter_name=n)
+        ranks = [model.peft_config[n].r for n in names]
+        weights = [1.0] * len(names) if kind == "ties" else [1.0 / len(names)] * len(names)
+        torch.manual_seed(seed)  # DARE's random drop
+        model.add_weighted_adapter(names, weights, "merged", combination_type=COMBINATION[kind],
+                                   density=density, svd_rank=sum(ranks))
+        tmp = out_root / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp), selected_adapters=["merged"])
+        saved = tmp / "merged" if (tmp / "merged").is_dir() else tmp
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(saved, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+    repo.load(name, out)
+    return name
+
+
+def materialize(backend: Any, spec: dict[str, Any], out: Path) -> Path:
+    """Write a mixture as a PEFT LoRA adapter (``A*``, ``B*``; rank = the adapters' rank).
+
+    The mixture's factors already fold each adapter's scaling into ``B*``, so the adapter
+    is saved with ``lora_alpha = r`` (scaling 1). Loading it anywhere gives the same update
+    ``B*·A*`` the server applied while searching.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    repo = local_repository(backend, "materialize")
+    factors = repo.factors(spec)
+    ranks = {a.shape[0] for a, _ in factors.values()}
+    if len(ranks) != 1:
+        raise BbxError(f"the mixture's modules have ranks {sorted(ranks)}: materializing "
+                       "needs one rank")
+    r = ranks.pop()
+    tensors = {}
+    for m, (a, b) in factors.items():
+        tensors[f"base_model.model.{m}.lora_A.weight"] = a.detach().to(torch.float32).contiguous()
+        tensors[f"base_model.model.{m}.lora_B.weight"] = b.detach().to(torch.float32).contiguous()
+    targets = sorted({m.rsplit(".", 1)[-1] for m in factors})
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": r,
+              "target_modules": targets, "lora_dropout": 0.0, "bias": "none",
+              "fan_in_fan_out": False, "use_rslora": False, "init_lora_weights": True,
+              "base_model_name_or_path": None}
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # the recipe-able spec next to the weights (peft's config loader refuses unknown keys)
+    (out / "bbx_mixture.json").write_text(json.dumps(spec, indent=2) + "\n")
+    return out
