@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import bbx  # tests/ is on sys.path under pytest (rootdir conftest)
 
 from blackbox.api import run_recipe, search_prompt
 from blackbox.backends.fake import FakeBackend
@@ -25,7 +26,6 @@ from blackbox.methods.claps.prune import (
 from blackbox.methods.claps.reward import PromptScorer, balanced_subset
 from blackbox.methods.claps.vocab import candidate_vocabulary, is_candidate, prompt_text
 from blackbox.recipes import parse_recipe
-from tests.conftest import bbx
 
 NEUTRAL = ["table", "chair", "water", "river", "stone", "cloud", "green", "blue", "red",
            "happy", "sad", "film", "story", "plot", "actor", "music", "book"]

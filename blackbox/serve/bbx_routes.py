@@ -1,5 +1,5 @@
 """The bbx extensions: exact label-word log-probs, scores, hidden states, the adapter
-repository, server capabilities, and vLLM's ``/tokenize``.
+repository, server capabilities, the tokenizer's vocabulary, and vLLM's ``/tokenize``.
 
 Every extension takes ``adapter`` (a name or a mixture) like the OpenAI routes do, and is
 batched across concurrent requests. ``GET /v1/bbx`` is how a client detects a bbx server
@@ -26,7 +26,7 @@ from blackbox.serve.service import Service
 
 router = APIRouter()
 public = APIRouter()  # no auth: liveness only
-EXTENSIONS = ["label_logprobs", "score", "hidden_states", "adapters", "tokenize"]
+EXTENSIONS = ["label_logprobs", "score", "hidden_states", "adapters", "tokenize", "vocabulary"]
 
 
 def service(request: Request) -> Service:
@@ -110,6 +110,23 @@ async def tokenize(req: TokenizeRequest, request: Request) -> dict[str, Any]:
         _ = svc.engine
     ids = svc.prompt_ids(req.prompt) if req.add_special_tokens else svc.piece_ids(req.prompt)
     return {"tokens": ids, "count": len(ids), "max_model_len": svc.context_length}
+
+
+@router.get("/v1/vocabulary")
+async def vocabulary(request: Request) -> dict[str, Any]:
+    """Every token of the model's tokenizer as text, ``tokens[i]`` = token id ``i``.
+
+    Tokenizers are public for hosted models too, and prompt search over tokens (ClaPS's
+    candidate vocabulary) needs them; the weights (the embedding table) stay private.
+    """
+    import asyncio
+
+    svc = service(request)
+    if not svc.local:
+        _ = svc.engine  # the 400: no tokenizer behind this backend
+    tokens = await asyncio.to_thread(svc.vocabulary)
+    return {"object": "vocabulary", "model": svc.model_id, "size": len(tokens),
+            "tokens": tokens}
 
 
 # ---- the adapter repository -----------------------------------------------------------

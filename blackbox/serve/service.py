@@ -38,6 +38,7 @@ class Service:
         self._tokenizer: Any = None
         self._engine: Any = None
         self._repo: Any = None
+        self._vocab: list[str] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -198,6 +199,18 @@ class Service:
     def piece_ids(self, text: str) -> list[int]:
         """Token ids of a continuation (no special tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def vocabulary(self) -> list[str]:
+        """Every token's text, index = token id (" positive", not "Ġpositive"), exactly as
+        the local backend's ``vocabulary()`` decodes them.
+
+        Decoded once (49k decodes take seconds) with a private tokenizer copy: the route runs
+        this in a worker thread, and the routes' copy stays on the event loop alone.
+        """
+        if self._vocab is None:
+            tok = copy.deepcopy(self.tokenizer)
+            self._vocab = [tok.decode([i]) for i in range(len(tok))]
+        return self._vocab
 
     def token_text(self, tok: int) -> str:
         """The text of one token."""

@@ -4,9 +4,10 @@ Candidates are *word-initial alphabetic tokens*: for SmolLM2's byte-level BPE th
 pieces that decode to a space followed by ASCII letters (" great", " Review"), so a prompt is
 simply their concatenation. Special tokens, punctuation, digits, byte fragments and
 word-internal pieces are left out, as in the paper (which keeps pieces with the space
-marker). A backend that exposes no tokenizer (a remote API) gets the built-in list of
-frequent SmolLM2 word-initial tokens (:mod:`blackbox.methods.claps.words`), or the user's
-own list.
+marker). The remote backend against ``bbx serve`` reads the server's tokenizer through the
+``GET /v1/vocabulary`` extension, so it searches exactly the candidates the local backend
+does; a backend that exposes no tokenizer (another API) gets the built-in list of frequent
+SmolLM2 word-initial tokens (:mod:`blackbox.methods.claps.words`), or the user's own list.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Vocabulary:
 
     texts: tuple[str, ...]
     ids: tuple[int, ...] | None
-    source: str  # "tokenizer" | "builtin" | "recipe" | a file path
+    source: str  # "tokenizer" | "server" (a bbx server's) | "builtin" | "recipe" | a path
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -99,11 +100,14 @@ def candidate_vocabulary(spec: str | list[str] | None, backend: MeteredBackend) 
             raise BbxError(f"vocab file {path} is empty: give one word per line")
         return _from_words(lines, str(path))
     tok = backend_tokenizer(backend)
-    if tok is None:
-        from blackbox.methods.claps.words import WORDS
+    if tok is not None:
+        pieces, source = tok.vocabulary(), "tokenizer"
+    else:
+        pieces, source = server_vocabulary(backend), "server"
+        if pieces is None:
+            from blackbox.methods.claps.words import WORDS
 
-        return _from_words(WORDS, "builtin")
-    pieces = tok.vocabulary()
+            return _from_words(WORDS, "builtin")
     ids, texts, seen = [], [], set()
     for i, piece in enumerate(pieces):
         if is_candidate(piece) and piece not in seen:
@@ -113,7 +117,32 @@ def candidate_vocabulary(spec: str | list[str] | None, backend: MeteredBackend) 
     if not texts:
         raise BbxError("the backend's tokenizer has no word-initial alphabetic tokens: give "
                        "candidate words with vocab: [...] or vocab: FILE")
-    return Vocabulary(tuple(texts), tuple(ids), "tokenizer")
+    return Vocabulary(tuple(texts), tuple(ids), source)
+
+
+def server_vocabulary(backend: MeteredBackend) -> list[str] | None:
+    """The tokenizer pieces of the bbx server behind a remote backend (index = token id),
+    or ``None`` when the backend is not remote or its server has no ``vocabulary``
+    extension (another OpenAI-compatible server, an older bbx).
+
+    One ``GET /v1/vocabulary``; like reading the local tokenizer it is not a model query,
+    so it bypasses the meter (and the ledger) on purpose.
+    """
+    from blackbox.backends.remote import RemoteBackend
+
+    inner = getattr(backend, "inner", backend)
+    if not isinstance(inner, RemoteBackend):
+        return None
+    info = inner.info
+    if not info["bbx"] or "vocabulary" not in (info.get("extensions") or ()):
+        return None
+    # the backend's _call turns SDK errors (auth, status, timeouts) into one-line BbxErrors
+    res = inner._call(lambda: inner.client.get("/vocabulary", cast_to=object))
+    tokens = res.get("tokens") if isinstance(res, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise BbxError(f"{inner.base_url}/vocabulary answered no token list: give candidate "
+                       "words with vocab: [...] or vocab: FILE")
+    return tokens
 
 
 def candidate_vectors(vocab: Vocabulary, backend: MeteredBackend, how: str,
