@@ -183,3 +183,13 @@ def test_metered_rows_verb_shares_the_cache_with_label_logprobs(tmp_path: Path) 
     assert rows[1] == m.label_logprobs(["a bad film"], words, specs[1])[0]
     assert m.usage.queries == 2 and m.usage.cached == 2
     m.close()
+
+
+def test_cli_errors_are_one_line() -> None:
+    from conftest import bbx
+
+    out = bbx("merge", "--backend", "fake", "--no-progress")
+    assert out.returncode == 2 and "error: cannot list this backend's adapters" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = bbx("merge", "--backend", "local", "--adapters", "/nonexistent/zoo", "--no-progress")
+    assert out.returncode == 2 and "does not exist" in out.stderr
