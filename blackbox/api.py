@@ -60,7 +60,8 @@ def run_recipe(
     method = recipe.method  # type: ignore[attr-defined]
     run_fn = METHODS.get(method).run
     data = recipe.model_dump(mode="json")
-    rd = RunDir.open(data, recipe.output_dir, run_dir, name=_recipe_name(recipe))
+    rd = RunDir.open(data, recipe.output_dir, run_dir, name=_recipe_name(recipe),
+                     normalize=lambda saved: parse_recipe(saved).model_dump(mode="json"))
     inner = backend if backend is not None else make_backend(recipe.backend)
     metered = MeteredBackend(
         inner,

@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,17 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)  # atomic: a killed run never leaves half a file
 
 
+def _normalized(saved: Any, normalize: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Any:
+    """A saved recipe as the current schema reads it, so that a field added since (with its
+    default) does not stop an old run from resuming; unreadable ones are compared as saved."""
+    if normalize is None or not isinstance(saved, dict):
+        return saved
+    try:
+        return normalize(saved)
+    except Exception:  # noqa: BLE001 - a recipe the schema refuses simply differs
+        return saved
+
+
 @dataclass
 class RunDir:
     """A run directory (see module docstring)."""
@@ -79,7 +91,8 @@ class RunDir:
 
     @classmethod
     def open(cls, recipe_data: dict[str, Any], output_dir: str | Path,
-             run_dir: str | Path | None = None, name: str = "run") -> RunDir:
+             run_dir: str | Path | None = None, name: str = "run",
+             normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> RunDir:
         """Create a fresh run directory, or reopen ``run_dir`` to resume it.
 
         Reopening checks that the directory holds the same recipe: resuming a different
@@ -98,7 +111,8 @@ class RunDir:
         rd = cls(path)
         saved = path / "recipe.yaml"
         text = yaml.safe_dump(recipe_data, sort_keys=True)
-        if saved.is_file() and yaml.safe_load(saved.read_text()) != recipe_data:
+        if (saved.is_file()
+                and _normalized(yaml.safe_load(saved.read_text()), normalize) != recipe_data):
             raise BbxError(
                 f"run directory {path} holds a different recipe: pass a new --run-dir "
                 "(or none) to start a fresh run"

@@ -64,3 +64,23 @@ def test_every_shipped_recipe_validates_and_dry_runs(path: Path, tmp_path) -> No
                         backend=fake, progress=False)
     assert (result.run_dir / "summary.json").is_file()
     assert (result.run_dir / "manifest.json").is_file()
+
+
+def test_a_run_saved_before_a_new_default_field_resumes_but_another_recipe_is_refused(
+        tmp_path) -> None:
+    import yaml
+
+    recipe = load_recipe(REPO / "recipes" / "dry-run-eval.yaml", [f"output_dir={tmp_path}"])
+    first = run_recipe(recipe, progress=False)
+    saved = first.run_dir / "recipe.yaml"
+    # what an older bbx wrote: the same recipe without a field that has since got a default
+    data = yaml.safe_load(saved.read_text())
+    data["backend"].pop("seed", None)
+    data.pop("budget", None)
+    saved.write_text(yaml.safe_dump(data))
+    again = run_recipe(recipe, run_dir=first.run_dir, progress=False)
+    assert again.summary["accuracy"] == first.summary["accuracy"]
+    other = load_recipe(REPO / "recipes" / "dry-run-eval.yaml",
+                        [f"output_dir={tmp_path}", "seed=7"])
+    with pytest.raises(BbxError, match="holds a different recipe"):
+        run_recipe(other, run_dir=first.run_dir, progress=False)
