@@ -1,0 +1,90 @@
+"""The Evo-Merging results grid: held-out target tasks × seeds × variants, then the table.
+
+Every cell is a real run of ``bbx merge`` with its own run directory
+(``<runs>/<task>-s<seed>-<variant>``); a cell whose directory holds a summary is skipped, and
+one without (a killed run) is resumed by replay. ``results/evo-merge.md`` is built from the
+run directories by ``scripts/merge_report.py``, never from numbers typed in.
+
+The paper's scale (300 user examples, 400 + 800 evaluations) is out of reach of a 2-core
+CPU; the defaults here are the scaled configuration stated in the report (see --help).
+
+    flock /tmp/bbx-heavy.lock env OMP_WAIT_POLICY=PASSIVE \\
+        .venv/bin/python scripts/merge_grid.py [--tasks sst-2 trec] [--seeds 42 13 87]
+    .venv/bin/python scripts/merge_report.py        # the table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TASKS = ["sst-2", "trec"]  # both held out of the zoo (blackbox/methods/merge/zoo.py)
+SEEDS = [42, 13, 87]
+# cheapest and most informative first: a grid cut short still has the comparisons that matter
+VARIANTS = ["base", "uniform", "best-single", "evo", "lorahub", "evo-no-sign",
+            "evo-no-denoise", "evo-no-scale", "ties", "dare"]
+
+
+def scaled_config(args: argparse.Namespace) -> dict:
+    """The recipe fields every cell shares (the scaled-down configuration)."""
+    stage = {"optimizer": "cma", "popsize": args.popsize, "sigma0": 0.05}
+    return {
+        "user_examples": args.user_examples,
+        "test_limit": args.test_limit,
+        "stage1": {**stage, "evaluations": args.stage1},
+        "stage2": {**stage, "evaluations": args.stage2},
+        "lorahub": {"optimizer": "ng:NGOpt", "evaluations": args.lorahub, "popsize": 1},
+        "l1": 0.05,
+        "backend": {"kind": "local", "model": args.model, "adapters": args.zoo},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=TASKS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    ap.add_argument("--variants", nargs="+", default=VARIANTS)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--zoo", default="zoo", help="adapter folder (default: the built zoo)")
+    ap.add_argument("--user-examples", type=int, default=16)
+    ap.add_argument("--test-limit", type=int, default=200)
+    ap.add_argument("--stage1", type=int, default=40, help="stage-1 evaluations (paper: 400)")
+    ap.add_argument("--stage2", type=int, default=60, help="stage-2 evaluations (paper: 800)")
+    ap.add_argument("--lorahub", type=int, default=40, help="LoraHub steps (paper: 40)")
+    ap.add_argument("--popsize", type=int, default=20)
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "runs" / "merge-grid")
+    ap.add_argument("--stop-at", default=None,
+                    help="UTC HH:MM: start no new cell after this time (the grid resumes)")
+    args = ap.parse_args()
+
+    from blackbox.api import merge
+
+    args.runs.mkdir(parents=True, exist_ok=True)
+    cfg = scaled_config(args)
+    for seed in args.seeds:  # seed-major: every task gets a first seed before any second one
+        for task in args.tasks:
+            for variant in args.variants:
+                rd = args.runs / f"{task}-s{seed}-{variant}"
+                if (rd / "summary.json").is_file():
+                    continue
+                if args.stop_at and time.strftime("%H:%M", time.gmtime()) >= args.stop_at:
+                    print(f"stop-at {args.stop_at} reached; rerun to continue", flush=True)
+                    return
+                t0 = time.perf_counter()
+                print(f"== {task} seed {seed} {variant}", flush=True)
+                res = merge(task=task, variant=variant, seed=seed, run_dir=rd, progress=False,
+                            output_dir=str(args.runs), name=rd.name, **cfg)
+                s = res.summary
+                test = s.get("test") or {}
+                print(f"   test acc {test.get('accuracy')}  loss {test.get('loss')}  "
+                      f"queries {s['usage']['queries']}  {time.perf_counter() - t0:.0f}s",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
