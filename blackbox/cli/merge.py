@@ -63,6 +63,17 @@ def zoo_build_cmd(
     typer.echo(f"zoo: {info['folder']}  ({len(info['adapters'])} adapters)")
 
 
+@zoo_app.command("path")
+def zoo_path_cmd(
+    model: Annotated[str, typer.Option(help="Base model: 'default' or an HF folder.")]
+    = "default",
+) -> None:
+    """Print the zoo folder of a model (for bbx serve --adapters "$(bbx zoo path)")."""
+    from blackbox.methods.merge.zoo import default_zoo_dir
+
+    typer.echo(str(default_zoo_dir(model)))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``merge`` and the ``zoo`` group to ``app``."""
     app.add_typer(zoo_app, name="zoo")
