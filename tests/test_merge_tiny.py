@@ -72,7 +72,7 @@ def test_end_to_end_merge_with_materialized_adapter(tiny, tmp_path: Path) -> Non
     assert s["test"]["n"] == 8 and s["user"]["n"] == 6
     mix = json.loads((res.run_dir / "mixture.json").read_text())["adapter"]
     # the materialized PEFT adapter answers exactly what the mixture answered
-    out = Path(s["materialized"])
+    out = Path(s["materialized"]["path"])
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     local = LocalBackend(model=str(tiny[0]), adapters=str(tiny[1]), dtype="float32")
     local.repository.load("found", out)
@@ -102,7 +102,14 @@ def test_remote_equals_local_same_seed_same_mixture(tiny, tmp_path: Path) -> Non
     served = LocalBackend(model=str(tiny[0]), adapters=str(tiny[1]), dtype="float32",
                           batch_size=32)
     with running_server(create_app(served, max_wait_ms=20)) as url:
-        remote = _merge(tmp_path, {"kind": "remote", "base_url": url}).summary
+        remote = _merge(tmp_path, {"kind": "remote", "base_url": url}, materialize=True).summary
+    # materialized server-side: a new adapter in the server's repository, same answers
+    name = remote["materialized"]["server_adapter"]
+    assert name in served.repository.names()
+    prompts, words = ["the movie was great", "bad"], [" negative", " positive"]
+    got = served.label_logprobs(prompts, words, adapter=name)
+    want = served.label_logprobs(prompts, words, adapter=remote["adapter"])
+    assert [x for r in got for x in r] == pytest.approx([x for r in want for x in r], abs=1e-5)
     assert remote["adapters"] == local["adapters"]
     for key in ("alpha", "beta"):
         assert remote["adapter"][key] == pytest.approx(local["adapter"][key], abs=1e-6)

@@ -288,6 +288,12 @@ class RemoteBackend:
                 out[i] = r
         return out
 
+    def materialize_adapter(self, name: str, adapter: Adapter) -> dict[str, Any]:
+        """Ask a bbx server to save a mixture as a new adapter ``name`` (PEFT, server-side)."""
+        extra = self._extra(adapter)
+        return self._call(lambda: self.client.post(
+            "/adapters/materialize", cast_to=object, body={"name": name, **(extra or {})}))
+
     def list_adapters(self) -> list[str]:
         """Names of the adapters a bbx server holds (``GET /v1/adapters``)."""
         if not self.info["bbx"] or not self.info.get("adapters"):

@@ -84,6 +84,46 @@ def spec_key(spec: Any) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
+def save_peft_adapter(factors: Any, out: Path, spec: Any = None) -> Path:
+    """Write low-rank factors ``{module: (A, B)}`` as a PEFT LoRA folder any LoRA server loads.
+
+    The factors have each adapter's scaling folded into ``B`` (see
+    :mod:`blackbox.engine.lora`), so the folder is saved with ``lora_alpha = r`` (scaling 1):
+    loading it anywhere applies the same update ``B·A``. ``spec`` (the mixture it came from)
+    goes next to the weights in ``bbx_mixture.json`` (peft's config loader refuses unknown
+    keys). Written to a temporary folder and renamed into place.
+    """
+    import os
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    ranks = {a.shape[0] for a, _ in factors.values()}
+    if len(ranks) != 1:
+        raise BbxError(f"the factors have ranks {sorted(ranks)}: a PEFT folder needs one rank")
+    r = ranks.pop()
+    tensors = {}
+    for m, (a, b) in factors.items():
+        tensors[f"base_model.model.{m}.lora_A.weight"] = a.detach().to(torch.float32).contiguous()
+        tensors[f"base_model.model.{m}.lora_B.weight"] = b.detach().to(torch.float32).contiguous()
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": r,
+              "target_modules": sorted({m.rsplit(".", 1)[-1] for m in factors}),
+              "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+              "use_rslora": False, "init_lora_weights": True, "base_model_name_or_path": None}
+    out = Path(out)
+    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")  # a dot-name is never listed
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / "adapter_model.safetensors"))
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if spec is not None:
+        (tmp / "bbx_mixture.json").write_text(json.dumps(spec, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
 class AdapterRepository:
     """Named LoRA adapters over one base model (thread-safe).
 
@@ -165,6 +205,19 @@ class AdapterRepository:
             self._paths[name] = path
             self._loaded[name] = adapter
             return {"name": name, "path": str(path), "loaded": True, **adapter.info()}
+
+    def materialize(self, name: str, spec: Any) -> dict[str, Any]:
+        """Save a mixture as a new PEFT adapter ``<folder>/<name>`` and load it under ``name``
+        (Evo-Merging's result, served from then on like any other adapter)."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise BbxError(f"bad adapter name {name!r}: use letters, digits, '.', '_' or '-'")
+        if self.folder is None:
+            raise BbxError("this repository has no folder to write a new adapter to")
+        if name in self._paths:
+            raise BbxError(f"adapter '{name}' already exists: choose another name")
+        self.validate(spec)
+        path = save_peft_adapter(self.factors(spec), self.folder / name, spec)
+        return self.load(name, path)
 
     def unload(self, name: str) -> None:
         """Forget adapter ``name`` (requests naming it fail with 'unknown adapter' after)."""

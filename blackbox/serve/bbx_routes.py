@@ -17,6 +17,7 @@ from blackbox import __version__
 from blackbox.serve.errors import APIError
 from blackbox.serve.schemas import (
     AdapterLoadRequest,
+    AdapterMaterializeRequest,
     HiddenRequest,
     LabelLogprobsRequest,
     ScoreRequest,
@@ -162,6 +163,26 @@ async def load_adapter(req: AdapterLoadRequest, request: Request) -> dict[str, A
         raise APIError(403, "this server loads adapters from its adapter folder only (start "
                        "it with --allow-adapter-paths to load from other paths)", "path")
     info = await asyncio.to_thread(repo.load, req.name, req.path)
+    return {"object": "adapter", **info}
+
+
+@router.post("/v1/adapters/materialize")
+async def materialize_adapter(req: AdapterMaterializeRequest, request: Request
+                              ) -> dict[str, Any]:
+    """Save a mixture ``adapter`` as a new PEFT adapter ``name`` in the server's adapter
+    folder and load it: a black-box merge's result, servable by any LoRA server after."""
+    import asyncio
+
+    svc = service(request)
+    repo = _repo(svc)
+    req.warn_extra("/v1/adapters/materialize")
+    spec = svc.resolve_adapter(None, req.adapter)
+    if not isinstance(spec, dict):
+        raise APIError(400, "adapter must be a mixture {adapters, alpha, beta}", "adapter")
+    if req.name in repo.names():
+        raise APIError(409, f"adapter '{req.name}' already exists: choose another name", "name",
+                       "adapter_exists")
+    info = await asyncio.to_thread(repo.materialize, req.name, spec)
     return {"object": "adapter", **info}
 
 

@@ -213,3 +213,9 @@ class AdapterLoadRequest(Body):
 
     name: Text = Field(min_length=1, max_length=128)
     path: Text | None = None
+
+
+class AdapterMaterializeRequest(WithAdapter):
+    """bbx extension ``POST /v1/adapters/materialize``: save a mixture as a new adapter."""
+
+    name: Text = Field(min_length=1, max_length=128)

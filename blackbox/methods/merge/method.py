@@ -16,6 +16,7 @@ name) and scored on the held-out test examples.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -147,6 +148,24 @@ def _choose(recipe: MergeRecipe, ctx: RunContext, names: list[str],
     return spec, {"stages": stages}
 
 
+def _materialize(ctx: RunContext, recipe: MergeRecipe, spec: dict[str, Any]) -> dict[str, str]:
+    """Save the mixture as a PEFT adapter: server-side through a remote bbx server (a new
+    adapter in its repository), else from the local repository into the run directory."""
+    inner = getattr(ctx.backend, "inner", ctx.backend)
+    if hasattr(inner, "materialize_adapter"):
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"{recipe.variant}-{recipe.task_name}-s{recipe.seed}-{digest}"
+        try:
+            inner.materialize_adapter(name, spec)
+        except BbxError as e:
+            if "already exists" not in str(e):  # the name carries the spec's hash: same one
+                raise
+        return {"server_adapter": name}
+    from blackbox.methods.merge.whitebox import materialize
+
+    return {"path": str(materialize(ctx.backend, spec, ctx.run_dir.path / "merged-adapter"))}
+
+
 def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
     """Search (or build) the variant's mixture, save it, score it on the test examples."""
     t0 = time.perf_counter()
@@ -173,10 +192,7 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
         out["user"] = None
         ctx.notes["user"] = f"not scored: {e}"
     if recipe.materialize and isinstance(spec, dict):
-        from blackbox.methods.merge.whitebox import materialize
-
-        out["materialized"] = str(materialize(ctx.backend, spec,
-                                              ctx.run_dir.path / "merged-adapter"))
+        out["materialized"] = _materialize(ctx, recipe, spec)
     try:
         with ctx.progress() as bar:
             scores = label_scores(ctx.backend, prompts_of(task, recipe.template, test), words,

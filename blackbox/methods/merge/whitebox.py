@@ -90,34 +90,10 @@ def peft_merge(backend: Any, names: list[str], kind: str, density: float, seed: 
 
 
 def materialize(backend: Any, spec: dict[str, Any], out: Path) -> Path:
-    """Write a mixture as a PEFT LoRA adapter (``A*``, ``B*``; rank = the adapters' rank).
-
-    The mixture's factors already fold each adapter's scaling into ``B*``, so the adapter
-    is saved with ``lora_alpha = r`` (scaling 1). Loading it anywhere gives the same update
-    ``B*·A*`` the server applied while searching.
-    """
-    import torch
-    from safetensors.torch import save_file
+    """Write a mixture as a PEFT LoRA adapter (``A*``, ``B*``; rank = the adapters' rank) in
+    ``out``, from a local backend's repository (see
+    :func:`~blackbox.engine.adapters.save_peft_adapter`)."""
+    from blackbox.engine.adapters import save_peft_adapter
 
     repo = local_repository(backend, "materialize")
-    factors = repo.factors(spec)
-    ranks = {a.shape[0] for a, _ in factors.values()}
-    if len(ranks) != 1:
-        raise BbxError(f"the mixture's modules have ranks {sorted(ranks)}: materializing "
-                       "needs one rank")
-    r = ranks.pop()
-    tensors = {}
-    for m, (a, b) in factors.items():
-        tensors[f"base_model.model.{m}.lora_A.weight"] = a.detach().to(torch.float32).contiguous()
-        tensors[f"base_model.model.{m}.lora_B.weight"] = b.detach().to(torch.float32).contiguous()
-    targets = sorted({m.rsplit(".", 1)[-1] for m in factors})
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "adapter_model.safetensors"))
-    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": r,
-              "target_modules": targets, "lora_dropout": 0.0, "bias": "none",
-              "fan_in_fan_out": False, "use_rslora": False, "init_lora_weights": True,
-              "base_model_name_or_path": None}
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    # the recipe-able spec next to the weights (peft's config loader refuses unknown keys)
-    (out / "bbx_mixture.json").write_text(json.dumps(spec, indent=2) + "\n")
-    return out
+    return save_peft_adapter(repo.factors(spec), out, spec)
