@@ -27,8 +27,19 @@ from pathlib import Path
 import numpy as np
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
     ap.add_argument("--zoo", default="zoo", help="adapter folder (default: the built zoo)")
     ap.add_argument("--task", default="sst-2")
     ap.add_argument("--examples", type=int, default=16)
@@ -43,7 +54,7 @@ def main() -> None:
     from blackbox.data import get_task
     from blackbox.methods.merge.objective import mixture, prompts_of, split_user_and_test
 
-    backend = LocalBackend(adapters=args.zoo, batch_size=32)
+    backend = LocalBackend(model=args.model, adapters=args.zoo, batch_size=32)
     engine, repo = backend.engine, backend.repository
     names = repo.names()
     task = get_task(args.task)
@@ -121,7 +132,7 @@ def main() -> None:
         "",
         "| | |",
         "|---|---|",
-        f"| CPU | {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"| CPU | {_cpu_name()}, {os.cpu_count()} cores, "
         f"torch threads {torch.get_num_threads()} |",
         f"| engine placement | {backend.placement.device}, {backend.placement.dtype} |",
         f"| torch | {torch.__version__} |",
@@ -129,7 +140,7 @@ def main() -> None:
         "",
         "## Workload",
         "",
-        f"SmolLM2-135M-Instruct with the {n} adapters of the zoo ({', '.join(names)}; LoRA "
+        f"{backend.source.name} with the {n} adapters of the zoo ({', '.join(names)}; LoRA "
         f"r=8 on q,k,v,o,gate,up,down), a population of {args.population} random mixtures "
         f"(α ∈ [0.3, 1], β ~ N(1/N, 0.3)), each scored on the same {len(prompts)} "
         f"{task.name} prompts: {tokens} prompt tokens per population. Sparsify and mixture "

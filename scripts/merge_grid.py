@@ -8,16 +8,18 @@ run directories by ``scripts/merge_report.py``, never from numbers typed in.
 The paper's scale (300 user examples, 400 + 800 evaluations) is out of reach of a 2-core
 CPU; the defaults here are the scaled configuration stated in the report (see --help).
 
-    flock /tmp/bbx-heavy.lock env OMP_WAIT_POLICY=PASSIVE \\
-        .venv/bin/python scripts/merge_grid.py [--tasks sst-2 trec] [--seeds 42 13 87]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/merge_grid.py --lock /tmp/bbx-heavy.lock \\
+        [--tasks sst-2 trec] [--seeds 42 13 87]
     .venv/bin/python scripts/merge_report.py        # the table only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +46,21 @@ def scaled_config(args: argparse.Namespace) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _locked(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=TASKS)
@@ -58,6 +75,9 @@ def main() -> None:
     ap.add_argument("--lorahub", type=int, default=40, help="LoraHub steps (paper: 40)")
     ap.add_argument("--popsize", type=int, default=20)
     ap.add_argument("--runs", type=Path, default=REPO / "results" / "runs" / "merge-grid")
+    ap.add_argument("--lock", default=None,
+                    help="hold this flock file per cell (not for the whole grid), so other "
+                    "heavy jobs on a shared machine can run between cells")
     ap.add_argument("--stop-at", default=None,
                     help="UTC HH:MM: start no new cell after this time (the grid resumes)")
     args = ap.parse_args()
@@ -77,8 +97,9 @@ def main() -> None:
                     return
                 t0 = time.perf_counter()
                 print(f"== {task} seed {seed} {variant}", flush=True)
-                res = merge(task=task, variant=variant, seed=seed, run_dir=rd, progress=False,
-                            output_dir=str(args.runs), name=rd.name, **cfg)
+                with _locked(args.lock):
+                    res = merge(task=task, variant=variant, seed=seed, run_dir=rd,
+                                progress=False, output_dir=str(args.runs), name=rd.name, **cfg)
                 s = res.summary
                 test = s.get("test") or {}
                 print(f"   test acc {test.get('accuracy')}  loss {test.get('loss')}  "

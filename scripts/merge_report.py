@@ -167,9 +167,9 @@ def main() -> None:
     lines += [claim(cells, t) for t in TASKS] + [""]
     lines += ["## Reproduce one cell", ""]
     for c in cells[:1]:
-        lines.append("e.g. " + _command(c["recipe"]) + " (under `flock /tmp/bbx-heavy.lock`).")
-    lines += ["", "The whole grid: `flock /tmp/bbx-heavy.lock env OMP_WAIT_POLICY=PASSIVE "
-              ".venv/bin/python scripts/merge_grid.py` (resumable; finished cells are "
+        lines.append("e.g. " + _command(c["recipe"]) + " --lock /tmp/bbx-heavy.lock")
+    lines += ["", "The whole grid: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python "
+              "scripts/merge_grid.py --lock /tmp/bbx-heavy.lock` (resumable; finished cells are "
               "skipped), then `.venv/bin/python scripts/merge_report.py`.", "",
               "Queries: label-word scorings (one example under one mixture = 1), user data "
               "and test subset together. *sent* counts every one the method asked for; *paid* "
