@@ -103,6 +103,15 @@ def test_remote_equals_local_same_seed_same_mixture(tiny, tmp_path: Path) -> Non
                           batch_size=32)
     with running_server(create_app(served, max_wait_ms=20)) as url:
         remote = _merge(tmp_path, {"kind": "remote", "base_url": url}, materialize=True).summary
+        from blackbox.backends.remote import RemoteBackend
+        from blackbox.errors import BbxError
+
+        client = RemoteBackend(base_url=url)
+        with pytest.raises(BbxError, match="409.*already exists"):
+            client.materialize_adapter(remote["materialized"]["server_adapter"],
+                                       remote["adapter"])
+        with pytest.raises(BbxError, match="400.*mixture"):
+            client.materialize_adapter("x", "sst2")
     # materialized server-side: a new adapter in the server's repository, same answers
     name = remote["materialized"]["server_adapter"]
     assert name in served.repository.names()
