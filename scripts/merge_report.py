@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from merge_grid import TASKS, VARIANTS  # noqa: E402
+from merge_grid import SEEDS, TASKS, VARIANTS  # noqa: E402
 
 LABELS = {
     "base": "base model (no adapter)",
@@ -163,6 +163,14 @@ def main() -> None:
     lines += ["## Results (test accuracy on the fixed subset)", ""]
     for task in TASKS:
         lines += table(cells, task)
+    done = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]) for c in cells}
+    grid = [(t, s, v) for s in SEEDS for t in TASKS for v in VARIANTS]
+    missing = [f"{t} s{s} {v}" for t, s, v in grid if (t, s, v) not in done]
+    lines += ["## Coverage", "",
+              f"{len(grid) - len(missing)} of {len(grid)} cells of the grid "
+              f"({', '.join(TASKS)} × seeds {', '.join(map(str, SEEDS))} × "
+              f"{len(VARIANTS)} variants) have finished."
+              + (" Not run (yet): " + "; ".join(missing) + "." if missing else ""), ""]
     lines += ["## The paper's claim: Evo > w/o sign > LoraHub > uniform", ""]
     lines += [claim(cells, t) for t in TASKS] + [""]
     lines += ["## Reproduce one cell", ""]
