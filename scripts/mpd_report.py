@@ -55,9 +55,11 @@ def _cell(xs: list[float]) -> str:
 
 def write_report(runs: Path, out: Path, limit: int | None, argv: list[str]) -> None:
     """Write the markdown table, the per-run JSON and the plot."""
-    rows = collect(runs)
+    # runs on another test subset share the folder (a larger --test-limit reuses the
+    # features): report only those scored on the subset asked for
+    rows = [r for r in collect(runs) if r["test_limit"] == limit]
     if not rows:
-        raise SystemExit(f"no finished MPD runs under {runs}")
+        raise SystemExit(f"no finished MPD runs with test limit {limit} under {runs}")
     by = defaultdict(list)
     for r in rows:
         by[(r["task"], r["shots"])].append(r)
@@ -102,7 +104,9 @@ def write_report(runs: Path, out: Path, limit: int | None, argv: list[str]) -> N
                          for m, _ in METHODS if m in fit)
     seeds = sorted({r["seed"] for r in rows})
     n_eval = {t: by[(t, shots[0])][0]["n_eval"] for t in tasks if by.get((t, shots[0]))}
-    cmd = "flock /tmp/bbx-heavy.lock .venv/bin/python scripts/mpd_grid.py " + " ".join(argv[1:])
+    # the command that makes these runs (a --report-only rewrite would reproduce nothing)
+    args = [a for a in argv[1:] if a != "--report-only"]
+    cmd = "flock /tmp/bbx-heavy.lock .venv/bin/python scripts/mpd_grid.py " + " ".join(args)
     win_txt = ", ".join(f"{t}@{k}: {d * 100:+.1f}" for t, k, d in wins)
     n_win = sum(d > 0 for *_, d in wins)
     by_shot = ", ".join(f"{k} shots: {100 * np.mean([d for _, kk, d in wins if kk == k]):+.1f}"
