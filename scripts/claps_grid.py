@@ -10,12 +10,18 @@ the same for every seed, ...).
 
     flock /tmp/bbx-heavy.lock .venv/bin/python scripts/claps_grid.py --tasks sst-2 --seeds 42
     .venv/bin/python scripts/claps_grid.py --fake --runs /tmp/claps-fake   # dry run, no model
+
+The dry run (``--fake``) scores every cell on :func:`influence_fake`, a fake model in which
+a few words move the predictions, and keeps its response cache under ``--runs``; the whole
+60-cell grid takes about a minute and ``claps_report.py --runs /tmp/claps-fake --out ...``
+renders it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -57,6 +63,57 @@ class SharedBackend:
 
     def close(self) -> None:
         pass
+
+
+def influence_fake(tasks: list[str], seeds: list[int], base: dict[str, Any]) -> Any:
+    """A fake model for dry runs in which a few words really move the predictions.
+
+    The plain fake backend answers the same for every example, so every method ties at the
+    class prior and the efficiency table never leaves its first row. This one knows the gold
+    label of every example the grid scores (it parses the example back out of the rendered
+    prompt): each word of the searched prompt adds its hashed *influence* to the gold
+    class's logit (about 2% of words help a lot, 2% hurt, the rest matter little) on top of
+    per-example noise, so pruning, the searches and the curves all have something to find.
+    No model is loaded; a grid of 60 cells takes a couple of minutes.
+    """
+    from blackbox.backends.fake import FakeBackend, _hash_unit
+    from blackbox.data import load_split
+    from blackbox.data.tasks import TASKS as TASK_DEFS
+    from blackbox.data.tasks import render
+
+    template = base.get("template", 0)
+    shots = int(base.get("shots", 16))
+    gold: dict[str, int] = {}  # the example as rendered with no prompt -> its label
+    for name in tasks:
+        task = TASK_DEFS[name]
+        tpl = task.templates[template] if isinstance(template, int) else str(template)
+        for seed in seeds:
+            for split in ("train", "dev", "test"):
+                for e in load_split(task, split, shots, seed):
+                    gold[render(tpl, e.text, "", task.max_words)] = e.label
+
+    def influence(word: str) -> float:
+        u = _hash_unit("claps-dry-run", word.lower())
+        return 1.0 if u < 0.02 else -1.0 if u > 0.98 else 0.5 * (u - 0.5)
+
+    def fn(prompt: str, label_words: Any) -> list[float]:
+        # "<w1 .. wk> <example>": the searched words are single space-separated words
+        parts = prompt.split(" ")
+        for k in range(min(len(parts), 65)):
+            rest = " ".join(parts[k:])
+            if rest in gold:
+                words, label = parts[:k], gold[rest]
+                break
+        else:
+            raise ValueError(f"dry-run fake: not an example of the grid: {prompt[:80]!r}")
+        push = sum(influence(w) for w in words) - 0.5  # no prompt: gold is a bit behind
+        z = [4.0 * _hash_unit("noise", rest, j) - 2.0 + (push if j == label else 0.0)
+             for j in range(len(label_words))]
+        top = max(z)
+        lse = top + math.log(sum(math.exp(v - top) for v in z))
+        return [v - lse - 1.0 for v in z]  # label words do not hold all the mass
+
+    return FakeBackend(fn=fn, model="claps-dry-run-influence-v1")
 
 
 def run_name(task: str, seed: int, method: str) -> str:
@@ -101,9 +158,9 @@ def main() -> None:
     base = apply_overrides(_resolve_includes(args.base), args.overrides)
     args.runs.mkdir(parents=True, exist_ok=True)
     if args.fake:
-        from blackbox.backends.fake import FakeBackend
-
-        backend: Any = FakeBackend(bias={"great": {" positive": 3.0}})
+        backend: Any = influence_fake(args.tasks, args.seeds, base)
+        # a dry run keeps its responses (and clusters) with its runs, out of the real cache
+        base.setdefault("cache_dir", str(args.runs / "responses"))
     else:
         from blackbox.backends.local import LocalBackend
 

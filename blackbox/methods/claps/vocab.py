@@ -84,8 +84,9 @@ def backend_tokenizer(backend: MeteredBackend) -> Any | None:
 def candidate_vocabulary(spec: str | list[str] | None, backend: MeteredBackend) -> Vocabulary:
     """The candidates a recipe's ``vocab:`` names.
 
-    ``None``: the word-initial alphabetic tokens of the backend's tokenizer, or the built-in
-    list for a backend without one; a list: those words; a string: a file with one word per
+    ``None``: the word-initial alphabetic tokens of the backend's tokenizer (the local one, or
+    a bbx server's through the remote backend), or the built-in list for a backend without
+    one; a list: those words; a string: a file with one word per
     line.
     """
     if isinstance(spec, list):
