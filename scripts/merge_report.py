@@ -124,10 +124,10 @@ def observations(cells: list[dict]) -> list[str]:
             f"{max(moved):.3f} (mean {sum(moved) / len(moved):.3f}); β ranges "
             f"{min(beta):+.3f}..{max(beta):+.3f} around the start 1/N = {1 / n:.3f}. "
             f"{neg} of {len(evo)} evo runs ended with a negative β.",
-            f"- Evo w/o sign found the same mixture as Evo in {same} of {len(evo)} cells: with "
-            "σ0 = 0.05 and this few generations, stage 2 never proposes a β < 0 that wins, so "
-            "the sign bound does not bind (the paper's 800 evaluations let CMA-ES's step size "
-            "grow; here it cannot).",
+            f"- Evo w/o sign found the same mixture as Evo in {same} of {len(evo)} cells: "
+            "starting at β = 1/N with σ0 = 0.05, three generations rarely reach β < 0, so the "
+            "sign bound mostly does not bind (the paper's 800 evaluations give CMA-ES room to "
+            "grow its step size; this budget does not).",
         ]
     pairs = [(s, by[(t, sd, "evo-no-denoise")]) for (t, sd, _), s in evo
              if isinstance(by.get((t, sd, "evo-no-denoise"), {}).get("adapter"), dict)]
