@@ -20,21 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from bench_engine import cpu_model  # scripts/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -132,7 +122,7 @@ def main() -> None:
         "",
         "| | |",
         "|---|---|",
-        f"| CPU | {_cpu_name()}, {os.cpu_count()} cores, "
+        f"| CPU | {cpu_model()}, {os.cpu_count()} cores, "
         f"torch threads {torch.get_num_threads()} |",
         f"| engine placement | {backend.placement.device}, {backend.placement.dtype} |",
         f"| torch | {torch.__version__} |",
