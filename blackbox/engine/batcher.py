@@ -3,7 +3,13 @@
 Each request becomes a :class:`Job` (a verb, a compatibility key, its items and its adapter).
 One worker thread takes the oldest job, then gathers every queued job with the same verb
 and key, waiting at most ``max_wait_s`` for more while the batch holds fewer than
-``max_batch`` items, and runs them as ONE call:
+``max_batch`` items, and runs them as ONE call. Clients usually send their next request as
+soon as the last one is answered, and those requests trickle in over tens of milliseconds:
+so while the batch holds fewer items than the previous call answered, the worker waits
+longer, up to ``linger`` times that call's duration (at most ``max_linger_s``), rather than
+run a small batch now and leave the rest for a second full-price call.
+
+Each call then runs:
 
 * on a backend with per-row adapters (``call_rows``, the local backend) jobs naming different
   adapters or mixtures share the call, each row with its own low-rank factors;
@@ -70,10 +76,15 @@ class BatchStats:
 class Batcher:
     """Gathers concurrent jobs into shared calls on one worker thread (see module docs)."""
 
-    def __init__(self, backend: Any, max_batch: int = 64, max_wait_s: float = 0.004) -> None:
+    def __init__(self, backend: Any, max_batch: int = 64, max_wait_s: float = 0.004,
+                 linger: float = 0.1, max_linger_s: float = 0.25) -> None:
         self.backend = backend
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
+        self.linger = max(0.0, linger)
+        self.max_linger_s = max(0.0, max_linger_s)
+        self._expect = 0  # items the previous call answered: their clients tend to come back
+        self._last_call_s = 0.0
         self.rows = callable(getattr(backend, "call_rows", None))
         self.stats = BatchStats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -122,9 +133,13 @@ class Batcher:
             else:
                 kept.append(job)
         self._held = kept
-        deadline = time.perf_counter() + self.max_wait_s
+        start = time.perf_counter()
+        deadline = start + self.max_wait_s
+        # waiting a tenth of a call to fill the batch costs less than a second call
+        linger = start + min(self.linger * self._last_call_s, self.max_linger_s)
         while n < self.max_batch:
-            left = deadline - time.perf_counter()
+            until = deadline if n >= min(self._expect, self.max_batch) else max(deadline, linger)
+            left = until - time.perf_counter()
             try:
                 job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -155,6 +170,7 @@ class Batcher:
         n = sum(len(j.items) for j in batch)
         self.stats.items += n
         self.stats.max_items = max(self.stats.max_items, n)
+        t0 = time.perf_counter()
         try:
             results = self._call(batch)
         except BbxError as e:
@@ -172,6 +188,7 @@ class Batcher:
             for job in batch:
                 _fail(job, e)
             return
+        self._expect, self._last_call_s = n, time.perf_counter() - t0
         for job, res in zip(batch, results, strict=True):
             _resolve(job, res)
 
