@@ -29,7 +29,7 @@ import transformers
 
 from blackbox.data import get_task, load_split
 from blackbox.data.tasks import render
-from blackbox.engine.loader import choose_placement, cpu_has_bf16_matmul, load_model
+from blackbox.engine.loader import choose_placement, cpu_bf16_units, load_model
 from blackbox.engine.runtime import Engine
 
 WORDS = [" negative", " positive"]
@@ -193,7 +193,7 @@ batch size {args.batch_size}); every number below was measured in that one run o
 |---|---|
 | CPU | {cpu_model()} |
 | cores (os / torch threads) | {os.cpu_count()} / {torch.get_num_threads()} |
-| AMX bf16 units | {"yes" if cpu_has_bf16_matmul() else "no"} |
+| native bf16 matmul (AMX / AVX-512 BF16) | {cpu_bf16_units() or "no"} |
 | torch / transformers | {torch.__version__} / {transformers.__version__} |
 | engine placement ("auto") | {auto.device}, {auto.dtype}: {auto.reason} |
 | matmul rate, 2048x2048, fp32 | {gflops["float32"]:.0f} GFLOP/s |
@@ -225,13 +225,14 @@ round, because this machine is a shared VM whose speed varies with other work on
 load average above; 2 cores); the column "all rounds" shows the spread.
 """
     if auto.dtype == "float32" and engine_rate < 5 * naive_rate:
-        # Say plainly why the goal set on an AMX machine is out of reach on this one.
+        # Say plainly why the goal set on a bf16 machine is out of reach on this one.
         md += f"""
 ## Why the ratio is below 5x on this machine
 
 The ≥5x goal was set on a CPU with AMX, where bf16 matmuls run several times faster than
-fp32 and "auto" picks bf16. This CPU has no bf16 matrix units, so the engine stays in fp32
-and its whole gain comes from batching and skipping the unread logits. In fp32 the ratio can
+fp32 and "auto" picks bf16. This CPU has no native bf16 matmul (neither AMX nor AVX-512
+BF16), so the engine stays in fp32 and its whole gain comes from batching and skipping the
+unread logits. In fp32 the ratio can
 be at most the fp32 bound over the naive rate, {bound_fp32 / naive_rate:.1f}x here; reaching
 5x would need the engine at {5 * naive_rate / bound_fp32:.0%} of the bound, with the
 model's 576-wide matrices and the non-matmul work (norms, rotary, attention) counted in.

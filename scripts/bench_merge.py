@@ -35,6 +35,9 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=16)
     ap.add_argument("--population", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dtype", default="float32",
+                    help="engine dtype (default fp32, as the merge grid: in bf16 (b) would "
+                    "round B*·A* into bf16 weights)")
     ap.add_argument("--out", default="results/bench-merge.md")
     args = ap.parse_args()
 
@@ -44,7 +47,7 @@ def main() -> None:
     from blackbox.data import get_task
     from blackbox.methods.merge.objective import mixture, prompts_of, split_user_and_test
 
-    backend = LocalBackend(model=args.model, adapters=args.zoo, batch_size=32)
+    backend = LocalBackend(model=args.model, adapters=args.zoo, batch_size=32, dtype=args.dtype)
     engine, repo = backend.engine, backend.repository
     names = repo.names()
     task = get_task(args.task)
@@ -113,7 +116,8 @@ def main() -> None:
     lines = [
         "# Merge benchmark: a population of mixtures in one batched pass vs one round each",
         "",
-        f"Made by `.venv/bin/python scripts/bench_merge.py --population {args.population} "
+        f"Made by `.venv/bin/python scripts/bench_merge.py --dtype {args.dtype} "
+        f"--population {args.population} "
         f"--examples {args.examples} --rounds {args.rounds}` (under `flock "
         "/tmp/bbx-heavy.lock`); every number below was measured in that one run, the three "
         "ways alternating within each round.",

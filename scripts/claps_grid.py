@@ -147,7 +147,7 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=REPO / "recipes" / "claps-sst2.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override a base recipe key (key=value), like bbx run --set")
-    ap.add_argument("--runs", type=Path, default=REPO / "results" / "runs" / "claps-grid")
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "claps-runs")
     ap.add_argument("--fake", action="store_true", help="fake backend (a dry run, no model)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     args = ap.parse_args()

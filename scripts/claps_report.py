@@ -63,7 +63,11 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
                 acc = json.loads(line).get("info", {}).get("acc", float("nan"))
                 best = max(best, acc) if acc == acc else best
                 curve.append((pruning + (k + 1) * n, best))
+        manifest = s.parent / "manifest.json"
+        extra = (json.loads(manifest.read_text()).get("backend", {}).get("capabilities", {})
+                 .get("extra", {}) if manifest.is_file() else {})
         out.append({"task": recipe["task"], "seed": recipe["seed"], "method": method,
+                    "placement": f"{extra.get('device', '?')} / {extra.get('dtype', '?')}",
                     "run_dir": str(s.parent.relative_to(REPO) if s.parent.is_relative_to(REPO)
                                    else s.parent),
                     "best_prompt": summary["best_prompt"],
@@ -259,8 +263,11 @@ def render(runs: list[dict[str, Any]], eff: list[dict[str, Any]], base: dict[str
                    f"; {len(missing)} missing (shown as “missing” below).")
     else:
         status += "."
+    counts = {p: sum(r["placement"] == p for r in runs)
+              for p in sorted({r["placement"] for r in runs})}
+    engine = "; ".join(f"{p} ({n} runs)" for p, n in counts.items())
     return "\n".join([
-        status, "",
+        status, "", f"Engine device / dtype (from the runs' manifests): {engine}.", "",
         f"**Test accuracy (%)**, mean ± std over seeds ({'/'.join(map(str, seeds))}; "
         f"“(k/{len(seeds)})” where only k seeds finished); {total_wall / 3600:.1f} h of wall "
         "time in all.",
@@ -280,7 +287,7 @@ def render(runs: list[dict[str, Any]], eff: list[dict[str, Any]], base: dict[str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=REPO / "results" / "runs" / "claps-grid")
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "claps-runs")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "claps.md",
                     help="the generated part goes between the BEGIN/END markers of this file "
                     "(the prose around them is kept); a new file gets just the tables")

@@ -1,6 +1,6 @@
 """Build ``results/evo-merge.md`` from the merge grid's run directories (never typed numbers).
 
-    .venv/bin/python scripts/merge_report.py [--runs results/runs/merge-grid]
+    .venv/bin/python scripts/merge_report.py [--runs results/merge-runs]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from merge_grid import SEEDS, TASKS, VARIANTS  # noqa: E402
+from merge_grid import DETERMINISTIC, SEEDS, TASKS, VARIANTS  # noqa: E402
 
 LABELS = {
     "base": "base model (no adapter)",
@@ -148,7 +148,7 @@ def observations(cells: list[dict]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=REPO / "results" / "runs" / "merge-grid")
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "merge-runs")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "evo-merge.md")
     ap.add_argument("--zoo", type=Path, default=None, help="zoo folder (for its manifest)")
     args = ap.parse_args()
@@ -174,13 +174,16 @@ def main() -> None:
             f"| L1 weight | 0.05 | {r['l1']} |",
             f"| scored test examples | full test sets | {r['test_limit']} (fixed subset, same "
             "for every seed and variant, disjoint from the user's examples) |",
-            "| base model | Llama-2 / larger | SmolLM2-135M-Instruct, CPU |",
+            "| base model | Llama-2 / larger | SmolLM2-135M-Instruct, CPU, "
+            f"{r['backend'].get('dtype', 'auto')} |",
             "| adapter repository | many public LoRAs | the zoo built by "
             "`scripts/build_adapter_zoo.py` (below) |", "",
             "Why: one evaluation (one mixture on the user's examples) costs a forward pass "
-            "over ~32 tokens per example; this shared 2-core CPU scores ~150-370 prompt tokens "
-            "per second (results/bench-engine.md), so the paper's 1200 × 300 evaluations "
-            "would take days per run.", ""]
+            "over ~32 tokens per example; a 2-core CPU scores a few hundred prompt tokens "
+            "per second in fp32 (results/bench-engine.md), so the paper's 1200 × 300 "
+            "evaluations would take days per run. fp32 rather than bf16: the loss "
+            "differences CMA-ES ranks between nearby mixtures are small, and bf16 would "
+            "round part of them away.", ""]
         zoo = args.zoo
         if zoo is None:
             from blackbox.methods.merge.zoo import default_zoo_dir
@@ -205,12 +208,15 @@ def main() -> None:
     for task in TASKS:
         lines += table(cells, task)
     done = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]) for c in cells}
-    grid = [(t, s, v) for s in SEEDS for t in TASKS for v in VARIANTS]
+    # a deterministic variant (TIES) runs once per task, at the first seed
+    grid = [(t, s, v) for s in SEEDS for t in TASKS for v in VARIANTS
+            if v not in DETERMINISTIC or s == SEEDS[0]]
     missing = [f"{t} s{s} {v}" for t, s, v in grid if (t, s, v) not in done]
     lines += ["## Coverage", "",
               f"{len(grid) - len(missing)} of {len(grid)} cells of the grid "
               f"({', '.join(TASKS)} × seeds {', '.join(map(str, SEEDS))} × "
-              f"{len(VARIANTS)} variants) have finished."
+              f"{len(VARIANTS)} variants; {', '.join(sorted(DETERMINISTIC))} once per task) "
+              "have finished."
               + (" Not run (yet): " + "; ".join(missing) + "." if missing else ""), ""]
     lines += ["## The paper's claim: Evo > w/o sign > LoraHub > uniform", ""]
     lines += [claim(cells, t) for t in TASKS] + [""]

@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", default=str(REPO / "results" / "zero-shot.md"))
     args = parser.parse_args()
+    from blackbox.engine.loader import choose_placement
+
+    placement = choose_placement()  # what "auto" picks here: bf16 and fp32 differ slightly
     rows = []
     for name in args.tasks:
         t0 = time.perf_counter()
@@ -44,6 +47,7 @@ def main() -> None:
         "",
         "Reproduce: `.venv/bin/python scripts/zero_shot.py` (or `make zero-shot`).",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+        f"engine {placement.device} / {placement.dtype} ({placement.reason}); "
         f"written {time.strftime('%Y-%m-%d')}.",
         "",
         "| task | test n | accuracy | macro-F1 | chance | wall s (this run) | queries paid | run |",

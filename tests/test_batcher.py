@@ -32,9 +32,10 @@ def wave(b: Batcher, n: int, gap_s: float) -> None:
 
 
 def test_clients_returning_after_a_call_are_gathered_into_one_call() -> None:
-    # 8 clients answered by a 1 s call come back 8 ms apart (more than max_wait): the
-    # batcher waits for them (up to a tenth of the call) instead of running 8 small calls
-    backend = SlowBackend(1.0)
+    # 8 clients answered by a 2 s call come back 8 ms apart (more than max_wait): the
+    # batcher waits for them (up to a tenth of the call: 200 ms, room for a loaded machine
+    # oversleeping the gaps) instead of running 8 small calls
+    backend = SlowBackend(2.0)
     b = Batcher(backend, max_batch=64, max_wait_s=0.004)
     try:
         wave(b, 8, 0.0)

@@ -49,7 +49,7 @@ def test_partial_grid_report(tmp_path: Path) -> None:
     assert rows["ClaPS-genetic"].count("missing") == 7  # 4 tasks + queries, paid, wall
     eff = [ln for ln in text.splitlines() if ln.startswith("| sst-2 | 13 |")]
     assert len(eff) == 3  # the efficiency row, then the two searched runs' best prompts
-    assert "of 2496" in eff[0] and eff[0].rstrip(" |").endswith("missing")  # genetic: not run
+    assert "of 5000" in eff[0] and eff[0].rstrip(" |").endswith("missing")  # genetic: not run
     assert "Goal (at most 20%" in text
     assert plot.stat().st_size > 10_000
     data = json.loads(js.read_text())

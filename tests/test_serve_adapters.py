@@ -209,6 +209,23 @@ def test_different_mixtures_in_one_batch_equal_separate_runs(backend) -> None:
                    for p, s in zip(prompts, specs, strict=True)]
 
 
+@pytest.mark.parametrize("specs", [[None, "sst2", None, "sst2"],
+                                   [None, "sst2", MIXTURES[0], "news", MIXTURES[1]]])
+def test_masked_and_gathered_row_paths_agree(backend, monkeypatch: pytest.MonkeyPatch,
+                                             specs: list) -> None:
+    """Few mixtures per batch take the masked path, many the gathered one: same numbers."""
+    from blackbox.engine import lora
+
+    prompts = PROMPTS[:len(specs)]
+    monkeypatch.setattr(lora, "MASKED_MAX", 99)
+    masked = backend.call_rows("label_logprobs", (prompts, WORDS), specs)
+    monkeypatch.setattr(lora, "MASKED_MAX", 0)
+    gathered = backend.call_rows("label_logprobs", (prompts, WORDS), specs)
+    for m, g in zip(masked, gathered, strict=True):
+        assert m == pytest.approx(g, abs=1e-5)
+    assert masked[0] == pytest.approx(backend.label_logprobs([prompts[0]], WORDS)[0], abs=1e-5)
+
+
 def test_sparsified_factors_are_cached_per_adapter_and_alpha(backend) -> None:
     repo = backend.repository
     mixture = {"adapters": ["sst2", "trec"], "alpha": [0.25, 0.5], "beta": [1.0, 1.0]}

@@ -42,7 +42,7 @@ class LocalBackend:
         dtype: str = "auto",
         batch_size: int = 32,
         embed_model: str = "minilm",
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int | None = None,  # None: the engine's default for the device
         adapters: str | None = None,
     ) -> None:
         if embed_model not in _EMBED_MODELS:
@@ -129,7 +129,10 @@ class LocalBackend:
         return Capabilities(
             label_logprobs="exact", score=True, hidden="native", generate=True, embed=True,
             adapters=self.adapters is not None,
-            extra={"model": self.model, "embed_model": self.embed_model},
+            # the resolved placement, so a run's manifest says which device and dtype ran
+            # (results from a bf16 and an fp32 machine differ in the last digits)
+            extra={"model": self.model, "embed_model": self.embed_model,
+                   "device": self.placement.device, "dtype": self.placement.dtype},
         )
 
     @property

@@ -45,6 +45,17 @@ def context_length(model: Any, tokenizer: Any) -> int:
     return limit
 
 
+def default_batch_tokens(device_type: str) -> int:
+    """Padded tokens per forward pass when the caller sets none: 1024 on a CPU, 8192 else.
+
+    On a CPU a batch's activations should stay in cache (the MLP's 1536-wide intermediate
+    of 1024 tokens is 3 MB in bf16): measured on a 2-core Zen 4, SmolLM2 in bf16 scored
+    66-token AG News prompts 25% faster in batches of 1024 tokens than of 32 rows (2100
+    tokens), 20-token SST-2 prompts 4% faster. A GPU wants the largest batch that fits.
+    """
+    return 1024 if device_type == "cpu" else 8192
+
+
 class Engine:
     """Batched scoring and generation over one (model, tokenizer) pair. Not thread-safe."""
 
@@ -55,15 +66,17 @@ class Engine:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         batch_size: int = 32,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int | None = None,
         max_logits: int = 1 << 26,
     ) -> None:
+        param = next(model.parameters())
+        self.device = torch.device(device) if device is not None else param.device
+        if max_batch_tokens is None:
+            max_batch_tokens = default_batch_tokens(self.device.type)
         if batch_size < 1 or max_batch_tokens < 1 or max_logits < 1:
             raise BbxError("batch_size, max_batch_tokens and max_logits must be at least 1")
-        param = next(model.parameters())
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.device = torch.device(device) if device is not None else param.device
         self.dtype = dtype or param.dtype
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
