@@ -135,6 +135,7 @@ def throughput(base: str, clients: int, texts: list[str], seconds: float) -> dic
     calls = max(1, after["calls"] - before["calls"])
     return {"clients": clients, "requests": len(done), "wall_s": wall,
             "per_call": (after["items"] - before["items"]) / calls,
+            "busy": (after["busy_s"] - before["busy_s"]) / wall,
             "rps": len(done) / wall, "p50_ms": 1000 * statistics.median(done),
             "p90_ms": 1000 * sorted(done)[int(0.9 * (len(done) - 1))]}
 
@@ -205,11 +206,22 @@ def main() -> None:
     dtype = str(engine.dtype).removeprefix("torch.")
 
     # in-process batched engine rate (the ceiling for the server)
+    # two ways: all 256 prompts in one call (the engine sorts them by length across the
+    # whole call, the least padding) and 8 calls of 32 in arrival order, which is what the
+    # server's batches look like; best of 2 rounds each
     backend.label_logprobs(texts[:32], WORDS)
-    t0 = time.perf_counter()
-    backend.label_logprobs(texts, WORDS)
-    engine_rate = len(texts) / (time.perf_counter() - t0)
-    print(f"in-process engine: {engine_rate:.1f} prompts/s", flush=True)
+    one_call, per_32 = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        backend.label_logprobs(texts, WORDS)
+        one_call.append(len(texts) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), 32):
+            backend.label_logprobs(texts[i:i + 32], WORDS)
+        per_32.append(len(texts) / (time.perf_counter() - t0))
+    engine_rate, engine_rate_32 = max(one_call), max(per_32)
+    print(f"in-process engine: {engine_rate:.1f} prompts/s in one call, {engine_rate_32:.1f} "
+          "in calls of 32", flush=True)
 
     # mixtures vs plain vs materializing, one prompt, in-process
     rng = random.Random(1)
@@ -270,8 +282,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    write_report(args.out, engine_rate, levels, plain, mixed, mat, max_diff, pop_batched,
-                 pop_mat, http_mix, dtype, args, names, mixed_beta, load0)
+    write_report(args.out, (engine_rate, engine_rate_32), levels, plain, mixed, mat, max_diff,
+                 pop_batched, pop_mat, http_mix, dtype, args, names, mixed_beta, load0)
 
 
 def free_port() -> int:
@@ -302,13 +314,14 @@ def http_mixture_latency(base: str, names: list[str], rng: random.Random,
             "mixture_ms": 1000 * statistics.median(mixed)}
 
 
-def write_report(out: Path, engine_rate: float, levels: list[dict], plain: list[float],
+def write_report(out: Path, rates: tuple[float, float], levels: list[dict], plain: list[float],
                  mixed: list[float], mat: list[float], max_diff: float, pop_batched: float,
                  pop_mat: float, http_mix: dict[str, float], dtype: str, args, names,
                  mixed_beta: list[float], load0: float) -> None:
     import torch
 
     one, many = levels[0]["rps"], levels[-1]["rps"]
+    engine_rate, engine_rate_32 = rates
     med = {k: 1000 * statistics.median(v) for k, v in
            (("plain", plain), ("mixed", mixed), ("mat", mat), ("beta", mixed_beta))}
     lines = [
@@ -334,20 +347,26 @@ def write_report(out: Path, engine_rate: float, levels: list[dict], plain: list[
         "SST-2-style reviews in `Review: ...\\nSentiment:` (about 20 tokens), two label "
         "words.",
         "",
-        "| concurrent clients | requests | requests/s | prompts per forward call | p50 latency "
-        "(ms) | p90 latency (ms) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| concurrent clients | requests | requests/s | prompts per forward call | model busy "
+        "| p50 latency (ms) | p90 latency (ms) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in levels:
         lines.append(f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | "
-                     f"{r['per_call']:.1f} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} |")
+                     f"{r['per_call']:.1f} | {r['busy']:.0%} | {r['p50_ms']:.0f} | "
+                     f"{r['p90_ms']:.0f} |")
     lines += [
         "",
-        f"- in-process batched engine (`LocalBackend.label_logprobs` on 256 prompts, batches "
-        f"of 32): **{engine_rate:.1f} prompts/s**",
+        "*model busy*: the share of the wall time the server spent inside backend calls "
+        "(`/health` reports it as `batching.busy_s`).",
+        "",
+        f"- in-process batched engine (`LocalBackend.label_logprobs`, best of 2): 256 prompts "
+        f"in one call (sorted by length across all of them): **{engine_rate:.1f} "
+        f"prompts/s**; in 8 calls of 32 (batches like the server's): {engine_rate_32:.1f} "
+        "prompts/s",
         f"- 32 clients vs one request at a time: **{many / one:.2f}x** (goal >= 3x)",
         f"- 32 clients vs the in-process batched engine: **{many / engine_rate:.2f}** "
-        "(goal >= 0.8)",
+        f"(goal >= 0.8; {many / engine_rate_32:.2f} against calls of 32)",
         "",
         "## Adapter mixtures: a new 10-adapter mixture per request",
         "",

@@ -43,6 +43,9 @@ def test_clients_returning_after_a_call_are_gathered_into_one_call() -> None:
     finally:
         b.close()
     assert backend.sizes == [8, 8]
+    stats = b.stats.as_dict()  # what /health reports
+    assert stats["calls"] == 2 and stats["items"] == 16 and stats["jobs_per_call"] == 8
+    assert 4.0 <= stats["busy_s"] < 5.0  # two 2 s calls: the model's busy time
 
 
 def test_without_linger_the_trickle_is_split_and_a_lone_client_never_waits_long() -> None:

@@ -66,10 +66,11 @@ class BatchStats:
     jobs: int = 0
     items: int = 0
     max_items: int = 0
+    busy_s: float = 0.0  # time inside backend calls: busy_s / uptime is the model's load
 
     def as_dict(self) -> dict[str, float]:
         return {"calls": self.calls, "jobs": self.jobs, "items": self.items,
-                "max_items": self.max_items,
+                "max_items": self.max_items, "busy_s": round(self.busy_s, 3),
                 "jobs_per_call": round(self.jobs / self.calls, 3) if self.calls else 0.0}
 
 
@@ -172,7 +173,10 @@ class Batcher:
         self.stats.max_items = max(self.stats.max_items, n)
         t0 = time.perf_counter()
         try:
-            results = self._call(batch)
+            try:
+                results = self._call(batch)
+            finally:
+                self.stats.busy_s += time.perf_counter() - t0
         except BbxError as e:
             if len(batch) == 1:
                 _fail(batch[0], e)
