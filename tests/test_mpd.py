@@ -283,4 +283,7 @@ def test_end_to_end_fit_on_the_real_model(tmp_path: Path) -> None:
     # the local shortcut reads the same log-probs off the hidden states
     prompts = ["Review: a gorgeous, witty film\nSentiment:", "Question: Who is he?\nAnswer:"]
     derived = LogprobsFromHidden.for_backend(backend, words)(np.array(backend.hidden(prompts)))
-    assert np.allclose(derived, backend.label_logprobs(prompts, words), atol=1e-3)
+    # the shortcut's head runs in fp32; in bf16 ("auto" on CPUs with native bf16) the
+    # model's own LM head rounds its logits to ~3 significant digits
+    tol = 1e-3 if backend.placement.dtype == "float32" else 0.1
+    assert np.allclose(derived, backend.label_logprobs(prompts, words), atol=tol)
