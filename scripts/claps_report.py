@@ -71,10 +71,11 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
                 curve.append((pruning + (k + 1) * n, best))
                 curve_r.append((pruning + (k + 1) * n, best_r))
         manifest = s.parent / "manifest.json"
-        extra = (json.loads(manifest.read_text()).get("backend", {}).get("capabilities", {})
-                 .get("extra", {}) if manifest.is_file() else {})
+        mb = json.loads(manifest.read_text()).get("backend", {}) if manifest.is_file() else {}
+        extra = mb.get("capabilities", {}).get("extra", {})
         out.append({"task": recipe["task"], "seed": recipe["seed"], "method": method,
                     "placement": f"{extra.get('device', '?')} / {extra.get('dtype', '?')}",
+                    "fingerprint": mb.get("fingerprint"),
                     "run_dir": str(s.parent.relative_to(REPO) if s.parent.is_relative_to(REPO)
                                    else s.parent),
                     "best_prompt": summary["best_prompt"],
@@ -87,6 +88,12 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
                     "cached": summary["usage"]["cached"], "wall_s": summary["run_wall_s"],
                     "pruned": (summary.get("vocab") or {}).get("pruned"), "curve": curve,
                     "curve_r": curve_r})
+    # runs made before manifests recorded the dtype: the backend fingerprint hashes the
+    # weights and the dtype, so a run sharing it with a recorded run ran the same placement
+    known = {r["fingerprint"]: r["placement"] for r in out if "?" not in r["placement"]}
+    for r in out:
+        if "?" in r["placement"] and r["fingerprint"] in known:
+            r["placement"] = known[r["fingerprint"]]
     return out
 
 
