@@ -146,6 +146,27 @@ def observations(cells: list[dict]) -> list[str]:
     return out
 
 
+def machines(cells: list[dict]) -> list[str]:
+    """Which CPUs the cells ran on (from each manifest): a grid resumed on another machine
+    mixes float kernels (fp32 sums in another order), so the report says so."""
+    seen: dict[str, list[str]] = {}
+    for c in cells:
+        host = json.loads((c["dir"] / "manifest.json").read_text()).get("host", {})
+        units = host.get("cpu_units")
+        where = (f"{host['cpu']} ({', '.join(units) or 'no AVX2'})" if "cpu" in host
+                 else "not recorded (manifest written before bbx recorded the CPU)")
+        r = c["recipe"]
+        seen.setdefault(where, []).append(f"{r['task']} s{r['seed']}")
+    if len(seen) <= 1:
+        return []
+    out = ["Machines (from the manifests; every cell ran in "
+           f"{', '.join(sorted({c['recipe']['backend'].get('dtype', 'auto') for c in cells}))}):"]
+    for where, names in seen.items():
+        groups = ", ".join(f"{n} ×{names.count(n)}" for n in dict.fromkeys(names))
+        out.append(f"- {where}: {len(names)} cells ({groups})")
+    return out + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=REPO / "results" / "merge-runs")
@@ -218,6 +239,7 @@ def main() -> None:
               f"{len(VARIANTS)} variants; {', '.join(sorted(DETERMINISTIC))} once per task) "
               "have finished."
               + (" Not run (yet): " + "; ".join(missing) + "." if missing else ""), ""]
+    lines += machines(cells)
     lines += ["## The paper's claim: Evo > w/o sign > LoraHub > uniform", ""]
     lines += [claim(cells, t) for t in TASKS] + [""]
     obs = observations(cells)

@@ -180,3 +180,17 @@ def test_a_search_killed_with_sigkill_resumes_and_pays_nothing_twice(tmp_path):
     # between them the two processes paid for exactly what the uninterrupted run paid for
     assert sorted(paid_first + paid_second) == sorted(_paid(
         (clean / "ledger.jsonl").read_text().splitlines()))
+
+
+def test_a_manifest_names_the_cpu_and_the_units_that_change_its_floats(tmp_path):
+    """Runs compared across machines (a grid resumed elsewhere) must say where each ran."""
+    from blackbox.runs import RunDir, cpu_description
+
+    info = "model name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
+    assert cpu_description(info) == {"cpu": "AMD EPYC 9R14",
+                                     "cpu_units": ["avx2", "avx512f", "avx512_bf16"]}
+    assert cpu_description("")["cpu_units"] == []
+    rd = RunDir.open({"seed": 1}, tmp_path, run_dir=tmp_path / "run")
+    rd.write_manifest(method="x")
+    host = json.loads((tmp_path / "run" / "manifest.json").read_text())["host"]
+    assert host["cpu"] and isinstance(host["cpu_units"], list)
