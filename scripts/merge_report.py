@@ -106,10 +106,18 @@ def claim(cells: list[dict], task: str) -> str:
         "**holds**." if holds else "**does not hold** here.")
 
 
+def _acc(by: dict, task: str, variant: str) -> float | None:
+    acc = [s["test"]["accuracy"] for (t, _, v), s in by.items()
+           if t == task and v == variant and s.get("test")]
+    return sum(acc) / len(acc) if acc else None
+
+
 def observations(cells: list[dict]) -> list[str]:
-    """Facts read off the runs that explain the table (how far the searches moved)."""
+    """Facts read off the runs that explain the table (how far the searches moved); every
+    sentence's conclusion is chosen by the numbers it states, not written in advance."""
     by = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]): c["summary"]
           for c in cells}
+    tasks = sorted({t for t, _, _ in by})
     evo = [(k, s) for k, s in by.items() if k[2] == "evo" and isinstance(s.get("adapter"), dict)]
     out = []
     if evo:
@@ -119,26 +127,51 @@ def observations(cells: list[dict]) -> list[str]:
         moved = [abs(a - 1.0) for _, s in evo for a in s["adapter"]["alpha"]]
         beta = [b for _, s in evo for b in s["adapter"]["beta"]]
         n = len(evo[0][1]["adapter"]["adapters"])
-        out += [
+        out.append(
             f"- Evo-Merging's best mixtures: α moved from 1 by {min(moved):.3f}-"
             f"{max(moved):.3f} (mean {sum(moved) / len(moved):.3f}); β ranges "
             f"{min(beta):+.3f}..{max(beta):+.3f} around the start 1/N = {1 / n:.3f}. "
-            f"{neg} of {len(evo)} evo runs ended with a negative β.",
-            f"- Evo w/o sign found the same mixture as Evo in {same} of {len(evo)} cells: "
-            "starting at β = 1/N with σ0 = 0.05, three generations rarely reach β < 0, so the "
-            "sign bound mostly does not bind (the paper's 800 evaluations give CMA-ES room to "
-            "grow its step size; this budget does not).",
-        ]
+            f"{neg} of {len(evo)} evo runs ended with a negative β.")
+        sign = [f"{t} {a:.3f} / {b:.3f}" for t in tasks
+                if (a := _acc(by, t, "evo")) is not None
+                and (b := _acc(by, t, "evo-no-sign")) is not None]
+        out.append(f"- Evo w/o sign (β ≥ 0) found the same mixture as Evo in {same} of "
+                   f"{len(evo)} cells" + (
+                       "; the sign bound rarely binds at this budget." if neg <= len(evo) // 3
+                       else "; mean test accuracy with negative scales allowed / with β ≥ 0: "
+                       + "; ".join(sign) + "."))
     pairs = [(s, by[(t, sd, "evo-no-denoise")]) for (t, sd, _), s in evo
              if isinstance(by.get((t, sd, "evo-no-denoise"), {}).get("adapter"), dict)]
     if pairs:
         same_beta = sum(1 for a, b in pairs if a["adapter"]["beta"] == b["adapter"]["beta"])
         gap = max(abs(a["test"]["loss"] - b["test"]["loss"]) for a, b in pairs
                   if a.get("test") and b.get("test"))
+        den = []
+        for t in tasks:
+            a, b = _acc(by, t, "evo"), _acc(by, t, "evo-no-denoise")
+            if a is not None and b is not None:
+                den.append(f"{t} {a:.3f} with stage 1 vs {b:.3f} without")
         out.append(f"- Evo w/o denoising (α = 1) picked the same β as Evo in {same_beta} of "
                    f"{len(pairs)} cells (the variants share the stage-2 optimizer seed: common "
-                   f"random numbers); stage 1's α ≈ 1 changed the test loss by at most "
-                   f"{gap:.1e}. Denoising barely acts at this budget.")
+                   f"random numbers); stage 1's α changed the test loss by up to {gap:.1e}"
+                   + (" — denoising barely acts at this budget." if gap < 1e-3 else
+                      f" ({'; '.join(den)}).") )
+    for t in tasks:
+        variants = {v for tt, _, v in by if tt == t and v not in DETERMINISTIC}
+        user = {v: [s["user"]["loss"] for (tt, _, vv), s in by.items()
+                    if tt == t and vv == v and s.get("user")] for v in variants}
+        user = {v: sum(x) / len(x) for v, x in user.items() if x}
+        test = {v: a for v in variants if (a := _acc(by, t, v)) is not None}
+        if user and test:
+            fit, best = min(user, key=user.get), max(test, key=test.get)
+            # only a clear gap counts: user losses within 5% are the same fit
+            if fit != best and user[best] > 1.05 * user[fit]:
+                out.append(
+                    f"- {t}: the lowest loss on the user's examples is {fit}'s ({user[fit]:.3f}, "
+                    f"test acc {test[fit]:.3f}); the best test accuracy is {best}'s "
+                    f"({test[best]:.3f}, user loss {user[best]:.3f}): with "
+                    "16 user examples the longer searches fit them more closely than they "
+                    "generalize.")
     ties = [k for k in by if k[2] == "ties"]
     if ties:
         out.append("- TIES reads no user data and has no randomness: its number is the same "
