@@ -24,6 +24,7 @@ import argparse
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -99,7 +100,20 @@ def start_server(adapters: Path, port: int, max_wait_ms: float,
     raise SystemExit("bbx serve did not start in 300 s")
 
 
-def throughput(base: str, clients: int, texts: list[str], seconds: float) -> dict:
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, all threads) of this process, or of ``pid`` from /proc."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")  # no /proc (not Linux): the column shows nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(base: str, clients: int, texts: list[str], seconds: float,
+               server_pid: int | None = None) -> dict:
     import httpx2
     import openai
 
@@ -124,6 +138,7 @@ def throughput(base: str, clients: int, texts: list[str], seconds: float) -> dic
                     cast_to=object)
     health = base.removesuffix("/v1") + "/health"
     before = httpx2.get(health, timeout=10).json()["batching"]
+    cpu0, srv0 = _cpu_seconds(), _cpu_seconds(server_pid) if server_pid else float("nan")
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     for t in threads:
@@ -131,11 +146,15 @@ def throughput(base: str, clients: int, texts: list[str], seconds: float) -> dic
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    cpu1, srv1 = _cpu_seconds(), _cpu_seconds(server_pid) if server_pid else float("nan")
     after = httpx2.get(health, timeout=10).json()["batching"]
     calls = max(1, after["calls"] - before["calls"])
     return {"clients": clients, "requests": len(done), "wall_s": wall,
             "per_call": (after["items"] - before["items"]) / calls,
             "busy": (after["busy_s"] - before["busy_s"]) / wall,
+            # cores used: the clients share the server's 2 cores, so what they burn is
+            # taken from the model
+            "client_cores": (cpu1 - cpu0) / wall, "server_cores": (srv1 - srv0) / wall,
             "rps": len(done) / wall, "p50_ms": 1000 * statistics.median(done),
             "p90_ms": 1000 * sorted(done)[int(0.9 * (len(done) - 1))]}
 
@@ -274,7 +293,7 @@ def main() -> None:
     levels = []
     try:
         for clients in (1, 8, 32):
-            r = throughput(base, clients, texts, args.seconds)
+            r = throughput(base, clients, texts, args.seconds, server.pid)
             print(f"{clients:>2} clients: {r['rps']:.1f} req/s, p50 {r['p50_ms']:.0f} ms",
                   flush=True)
             levels.append(r)
@@ -348,17 +367,20 @@ def write_report(out: Path, rates: tuple[float, float], levels: list[dict], plai
         "words.",
         "",
         "| concurrent clients | requests | requests/s | prompts per forward call | model busy "
-        "| p50 latency (ms) | p90 latency (ms) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU cores: server / clients | p50 latency (ms) | p90 latency (ms) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in levels:
         lines.append(f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | "
-                     f"{r['per_call']:.1f} | {r['busy']:.0%} | {r['p50_ms']:.0f} | "
+                     f"{r['per_call']:.1f} | {r['busy']:.0%} | "
+                     f"{r['server_cores']:.2f} / {r['client_cores']:.2f} | {r['p50_ms']:.0f} | "
                      f"{r['p90_ms']:.0f} |")
     lines += [
         "",
         "*model busy*: the share of the wall time the server spent inside backend calls "
-        "(`/health` reports it as `batching.busy_s`).",
+        "(`/health` reports it as `batching.busy_s`). *CPU cores*: CPU seconds per wall "
+        "second of the server process and of the benchmark process (the client threads) "
+        f"over the run; the machine has {os.cpu_count()}.",
         "",
         f"- in-process batched engine (`LocalBackend.label_logprobs`, best of 2): 256 prompts "
         f"in one call (sorted by length across all of them): **{engine_rate:.1f} "
