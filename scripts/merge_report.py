@@ -155,13 +155,15 @@ def observations(cells: list[dict]) -> list[str]:
                    f"{len(pairs)} cells (the variants share the stage-2 optimizer seed: common "
                    f"random numbers); stage 1's α changed the test loss by up to {gap:.1e}"
                    + (" — denoising barely acts at this budget." if gap < 1e-3 else
-                      f" ({'; '.join(den)}).") )
+                      f" ({'; '.join(den)})."))
     for t in tasks:
         variants = {v for tt, _, v in by if tt == t and v not in DETERMINISTIC}
         user = {v: [s["user"]["loss"] for (tt, _, vv), s in by.items()
                     if tt == t and vv == v and s.get("user")] for v in variants}
         user = {v: sum(x) / len(x) for v, x in user.items() if x}
         test = {v: a for v in variants if (a := _acc(by, t, v)) is not None}
+        n_user = next((s["user"]["n"] for (tt, _, _), s in by.items()
+                       if tt == t and s.get("user")), "the")
         if user and test:
             fit, best = min(user, key=user.get), max(test, key=test.get)
             # only a clear gap counts: user losses within 5% are the same fit
@@ -169,8 +171,8 @@ def observations(cells: list[dict]) -> list[str]:
                 out.append(
                     f"- {t}: the lowest loss on the user's examples is {fit}'s ({user[fit]:.3f}, "
                     f"test acc {test[fit]:.3f}); the best test accuracy is {best}'s "
-                    f"({test[best]:.3f}, user loss {user[best]:.3f}): with "
-                    "16 user examples the longer searches fit them more closely than they "
+                    f"({test[best]:.3f}, user loss {user[best]:.3f}): with {n_user} user "
+                    "examples the longer searches fit them more closely than they "
                     "generalize.")
     ties = [k for k in by if k[2] == "ties"]
     if ties:
