@@ -37,3 +37,20 @@ def repo_root() -> Path | None:
     """The source checkout this package runs from, if it is one (for recipes/ and git)."""
     root = Path(__file__).resolve().parents[1]
     return root if (root / "pyproject.toml").is_file() else None
+
+
+def portable(path: str | Path) -> str:
+    """``path`` relative to the source checkout when it lies inside it, else as given.
+
+    What a run writes into its files (recipe.yaml, summary.json) is committed for the result
+    grids: a path inside the checkout is kept repo-relative there, so no machine's folder
+    names end up in the repository.
+    """
+    root = repo_root()
+    p = Path(path)
+    if root is not None and p.is_absolute():
+        try:
+            return str(p.resolve().relative_to(root))
+        except ValueError:
+            pass
+    return str(path)

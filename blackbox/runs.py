@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from blackbox.errors import BbxError
-from blackbox.paths import repo_root
+from blackbox.paths import portable, repo_root
 
 
 def cpu_description(cpuinfo: str | None = None) -> dict[str, Any]:
@@ -106,6 +106,11 @@ def _normalized(saved: Any, normalize: Callable[[dict[str, Any]], dict[str, Any]
         return saved
 
 
+def _without_output(recipe: Any) -> Any:
+    return {k: v for k, v in recipe.items() if k != "output_dir"} if isinstance(
+        recipe, dict) else recipe
+
+
 @dataclass
 class RunDir:
     """A run directory (see module docstring)."""
@@ -133,9 +138,15 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         rd = cls(path)
         saved = path / "recipe.yaml"
-        text = yaml.safe_dump(recipe_data, sort_keys=True)
-        if (saved.is_file()
-                and _normalized(yaml.safe_load(saved.read_text()), normalize) != recipe_data):
+        # where runs are written is not part of the experiment (a run directory resumes
+        # from another checkout), and inside the checkout it is saved repo-relative
+        to_save = dict(recipe_data)
+        if isinstance(to_save.get("output_dir"), str):
+            to_save["output_dir"] = portable(to_save["output_dir"])
+        text = yaml.safe_dump(to_save, sort_keys=True)
+        if saved.is_file() and _without_output(
+                _normalized(yaml.safe_load(saved.read_text()), normalize)) != _without_output(
+                recipe_data):
             raise BbxError(
                 f"run directory {path} holds a different recipe: pass a new --run-dir "
                 "(or none) to start a fresh run"

@@ -194,3 +194,22 @@ def test_a_manifest_names_the_cpu_and_the_units_that_change_its_floats(tmp_path)
     rd.write_manifest(method="x")
     host = json.loads((tmp_path / "run" / "manifest.json").read_text())["host"]
     assert host["cpu"] and isinstance(host["cpu_units"], list)
+
+
+def test_a_saved_recipe_keeps_paths_inside_the_checkout_relative(tmp_path):
+    """Committed grid runs must not carry a machine's folder names, and a run directory
+    still resumes when it is reopened with the absolute form of the same output folder."""
+    from blackbox.paths import repo_root
+    from blackbox.runs import RunDir
+
+    root = repo_root()
+    assert root is not None
+    recipe = {"seed": 1, "output_dir": str(root / "results" / "runs")}
+    RunDir.open(recipe, tmp_path, run_dir=tmp_path / "run")
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved["output_dir"] == str(Path("results") / "runs")
+    RunDir.open(recipe, tmp_path, run_dir=tmp_path / "run")  # same recipe: resumes
+    with pytest.raises(BbxError, match="different recipe"):
+        RunDir.open({**recipe, "seed": 2}, tmp_path, run_dir=tmp_path / "run")

@@ -47,7 +47,7 @@ from blackbox.methods.lmturk.workers import (
     worker_prompts,
 )
 from blackbox.methods.scoring import accuracy, macro_f1
-from blackbox.paths import responses_dir
+from blackbox.paths import portable, responses_dir
 
 
 def _onehot(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -323,6 +323,6 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
         "workers_eval": worker_eval,
         "label_accuracy": label_quality,
         "label_noise": noise,
-        "student": str(student_path),
+        "student": portable(student_path),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
