@@ -29,31 +29,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from blackbox.engine.loader import cpu_description
 from blackbox.errors import BbxError
 from blackbox.paths import portable, repo_root
-
-
-def cpu_description(cpuinfo: str | None = None) -> dict[str, Any]:
-    """The CPU's model name and the vector units that change float results across machines.
-
-    fp32 matmuls on AVX2 and on AVX-512 sum in different orders (results differ around 1e-5),
-    and "auto" picks bf16 only with native bf16 units: a manifest says which one it ran on.
-    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when not given; empty off Linux).
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    model, flags = "", set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return {"cpu": model or platform.processor() or "unknown", "cpu_units": units}
 
 
 def child_rng(seed: int, name: str) -> np.random.Generator:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -29,7 +28,12 @@ import transformers
 
 from blackbox.data import get_task, load_split
 from blackbox.data.tasks import render
-from blackbox.engine.loader import choose_placement, cpu_bf16_units, load_model
+from blackbox.engine.loader import (
+    choose_placement,
+    cpu_bf16_units,
+    cpu_description,
+    load_model,
+)
 from blackbox.engine.runtime import Engine
 
 WORDS = [" negative", " positive"]
@@ -37,13 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpu_description()["cpu"]
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5, rounds: int = 3) -> float:

@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from claps_grid import DEFAULT_METHODS, SEEDS, TASKS, run_name  # noqa: E402  (the grid's cells)
 
+from blackbox.paths import portable  # noqa: E402
+
 TASK_ORDER = ["sst-2", "mr", "trec", "agnews"]
 METHOD_ORDER = ["manual", "random-search", "random-prune", "claps-greedy", "claps-genetic",
                 "claps-nocluster"]
@@ -76,8 +78,7 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
         out.append({"task": recipe["task"], "seed": recipe["seed"], "method": method,
                     "placement": f"{extra.get('device', '?')} / {extra.get('dtype', '?')}",
                     "fingerprint": mb.get("fingerprint"),
-                    "run_dir": str(s.parent.relative_to(REPO) if s.parent.is_relative_to(REPO)
-                                   else s.parent),
+                    "run_dir": portable(s.parent),
                     "best_prompt": summary["best_prompt"],
                     "test_acc": (summary.get("test") or {}).get("accuracy"),
                     "test_n": (summary.get("test") or {}).get("n"),

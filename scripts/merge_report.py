@@ -106,10 +106,19 @@ def claim(cells: list[dict], task: str) -> str:
         "**holds**." if holds else "**does not hold** here.")
 
 
-def _acc(by: dict, task: str, variant: str) -> float | None:
-    acc = [s["test"]["accuracy"] for (t, _, v), s in by.items()
-           if t == task and v == variant and s.get("test")]
-    return sum(acc) / len(acc) if acc else None
+def _cell_mean(by: dict, task: str, variant: str, part: str = "test",
+               stat: str = "accuracy") -> float | None:
+    """Mean over seeds of ``summary[part][stat]`` for one (task, variant); None: no run."""
+    xs = [s[part][stat] for (t, _, v), s in by.items()
+          if t == task and v == variant and s.get(part)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _mean_pairs(by: dict, tasks: list[str], v1: str,
+                v2: str) -> list[tuple[str, float, float]]:
+    """(task, mean test accuracy of v1, of v2) for the tasks where both ran."""
+    return [(t, a, b) for t in tasks if (a := _cell_mean(by, t, v1)) is not None
+            and (b := _cell_mean(by, t, v2)) is not None]
 
 
 def observations(cells: list[dict]) -> list[str]:
@@ -132,9 +141,8 @@ def observations(cells: list[dict]) -> list[str]:
             f"{max(moved):.3f} (mean {sum(moved) / len(moved):.3f}); β ranges "
             f"{min(beta):+.3f}..{max(beta):+.3f} around the start 1/N = {1 / n:.3f}. "
             f"{neg} of {len(evo)} evo runs ended with a negative β.")
-        sign = [f"{t} {a:.3f} / {b:.3f}" for t in tasks
-                if (a := _acc(by, t, "evo")) is not None
-                and (b := _acc(by, t, "evo-no-sign")) is not None]
+        sign = [f"{t} {a:.3f} / {b:.3f}" for t, a, b in _mean_pairs(by, tasks, "evo",
+                                                                      "evo-no-sign")]
         out.append(f"- Evo w/o sign (β ≥ 0) found the same mixture as Evo in {same} of "
                    f"{len(evo)} cells" + (
                        "; the sign bound rarely binds at this budget." if neg <= len(evo) // 3
@@ -146,11 +154,8 @@ def observations(cells: list[dict]) -> list[str]:
         same_beta = sum(1 for a, b in pairs if a["adapter"]["beta"] == b["adapter"]["beta"])
         gap = max(abs(a["test"]["loss"] - b["test"]["loss"]) for a, b in pairs
                   if a.get("test") and b.get("test"))
-        den = []
-        for t in tasks:
-            a, b = _acc(by, t, "evo"), _acc(by, t, "evo-no-denoise")
-            if a is not None and b is not None:
-                den.append(f"{t} {a:.3f} with stage 1 vs {b:.3f} without")
+        den = [f"{t} {a:.3f} with stage 1 vs {b:.3f} without"
+               for t, a, b in _mean_pairs(by, tasks, "evo", "evo-no-denoise")]
         out.append(f"- Evo w/o denoising (α = 1) picked the same β as Evo in {same_beta} of "
                    f"{len(pairs)} cells (the variants share the stage-2 optimizer seed: common "
                    f"random numbers); stage 1's α changed the test loss by up to {gap:.1e}"
@@ -158,10 +163,8 @@ def observations(cells: list[dict]) -> list[str]:
                       f" ({'; '.join(den)})."))
     for t in tasks:
         variants = {v for tt, _, v in by if tt == t and v not in DETERMINISTIC}
-        user = {v: [s["user"]["loss"] for (tt, _, vv), s in by.items()
-                    if tt == t and vv == v and s.get("user")] for v in variants}
-        user = {v: sum(x) / len(x) for v, x in user.items() if x}
-        test = {v: a for v in variants if (a := _acc(by, t, v)) is not None}
+        user = {v: x for v in variants if (x := _cell_mean(by, t, v, "user", "loss")) is not None}
+        test = {v: a for v in variants if (a := _cell_mean(by, t, v)) is not None}
         n_user = next((s["user"]["n"] for (tt, _, _), s in by.items()
                        if tt == t and s.get("user")), "the")
         if user and test:
