@@ -78,7 +78,7 @@ def test_sparsify_keeps_exact_counts_by_magnitude_with_stable_ties() -> None:
             assert kept.abs()[kept != 0].min() >= big.abs()[kept == 0].max()
 
 
-def test_sparsify_with_cached_sorted_magnitudes_equals_the_plain_rule() -> None:
+def test_sparsify_with_cached_magnitude_ranks_equals_the_plain_rule() -> None:
     from blackbox.engine.lora import sparsify, sparsify_stacks, stack_factors
 
     g = torch.Generator().manual_seed(1)
@@ -93,7 +93,7 @@ def test_sparsify_with_cached_sorted_magnitudes_equals_the_plain_rule() -> None:
         for names, a, _b in out.values():
             for m, a_m in zip(names, a, strict=True):
                 assert a_m.equal(sparsify(factors[m][0], alpha)), (m, alpha)
-    assert cache  # the sorted magnitudes were kept for the next alpha
+    assert cache  # the ranks were kept for the next alpha
 
 
 # ---- mixtures equal PEFT / materialized weights ---------------------------------------
@@ -229,8 +229,15 @@ def test_masked_and_gathered_row_paths_agree(backend, monkeypatch: pytest.Monkey
 def test_sparsified_factors_are_cached_per_adapter_and_alpha(backend) -> None:
     repo = backend.repository
     mixture = {"adapters": ["sst2", "trec"], "alpha": [0.25, 0.5], "beta": [1.0, 1.0]}
-    repo.factors(mixture)
+    # the first request for a pair masks inside the mixing sum: no sparse copy is kept
+    fused = repo.factors(mixture)
+    assert ("sst2", 0.25) not in repo._sparse
+    repo._mixtures.clear()
+    # the second one keeps the copy, and the mixture it gives is the same
+    cached = repo.factors(mixture)
     assert ("sst2", 0.25) in repo._sparse and ("trec", 0.5) in repo._sparse
+    for m, (a, b) in fused.items():
+        assert cached[m][0].equal(a) and cached[m][1].equal(b), m
     first = repo._sparse[("sst2", 0.25)][0]
     repo.factors({**mixture, "beta": [0.5, 0.5]})  # new beta, same alphas: no re-sparsify
     assert repo._sparse[("sst2", 0.25)][0] is first

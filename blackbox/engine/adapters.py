@@ -5,7 +5,9 @@ A spec is an adapter name or a normalized mixture ``{"adapters", "alpha", "beta"
 :func:`blackbox.backends.base.normalize_adapter`). Two caches make repeated requests cheap:
 
 * sparsified LoRA-A factors per ``(adapter, alpha)`` (Evo-Merging's stage 2 searches β with α
-  fixed, so every candidate reuses them);
+  fixed, so every candidate reuses them), kept from the second request for a pair on: a
+  first request masks the kept entries inside the mixing sum, which is cheaper than writing
+  the copy, and stage 1's candidates each bring a new α;
 * composed mixtures per canonical spec (a candidate is scored on many batches of examples).
 
 Both are LRU caches bounded in bytes (512 MB each by default); unloading an adapter drops
@@ -23,6 +25,8 @@ from typing import Any
 
 from blackbox.errors import BbxError, did_you_mean
 
+#: how many (adapter, alpha) pairs the repository remembers having seen once
+_SEEN_MAX = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -144,6 +148,7 @@ class AdapterRepository:
         self._loaded: dict[str, Any] = {}
         self._sparse = _LRU(sparse_cache_mb << 20)
         self._mixtures = _LRU(mixture_cache_mb << 20)
+        self._seen: OrderedDict[tuple[str, float], None] = OrderedDict()  # see factors()
         self._lock = threading.RLock()
         if self.folder is not None:
             for sub in sorted(self.folder.iterdir()):
@@ -231,6 +236,8 @@ class AdapterRepository:
     def _drop_caches(self, name: str) -> None:
         for key in [k for k in self._sparse if k[0] == name]:
             self._sparse.drop(key)
+        for key in [k for k in self._seen if k[0] == name]:
+            del self._seen[key]
         self._mixtures.clear()  # cheap to rebuild; mixtures naming `name` must not survive
 
     def _unknown(self, name: str) -> UnknownAdapter:
@@ -273,20 +280,27 @@ class AdapterRepository:
         with self._lock:
             adapters = [self.get(n) for n in spec["adapters"]]
 
-            def sparse(i: int) -> Any:
-                a = adapters[i]
-                alpha = spec["alpha"][i]
-                return self._sparse.get_or((a.name, alpha),
-                                           lambda: sparsify_stacks(a.stacks, alpha,
-                                                                   a.sorted_mags))
+            def sparse(a: Any, alpha: float) -> Any:
+                """The cached sparse stacks of ``(a, alpha)``, made on the second request
+                for them; ``None`` on the first (mixing then masks on the fly)."""
+                key = (a.name, alpha)
+                if alpha >= 1.0:
+                    return a.stacks
+                if key in self._sparse or key in self._seen:
+                    return self._sparse.get_or(key, lambda: sparsify_stacks(a.stacks, alpha,
+                                                                           a.ranks))
+                self._seen[key] = None
+                while len(self._seen) > _SEEN_MAX:
+                    self._seen.popitem(last=False)
+                return None
 
             def make() -> Any:
-                sparse_a = [sparse(i) for i in range(len(adapters))]
-                fast = mix_stacks([a.stacks for a in adapters], sparse_a, spec["beta"])
+                sparse_a = [sparse(a, al) for a, al in zip(adapters, spec["alpha"], strict=True)]
+                fast = mix_stacks(adapters, spec["alpha"], spec["beta"], sparse_a)
                 if fast is not None:
                     return fast
                 return mix([a.factors for a in adapters], spec["alpha"], spec["beta"],
-                           [unstack(s) for s in sparse_a])
+                           [None if s is None else unstack(s) for s in sparse_a])
 
             with single_threaded():
                 return self._mixtures.get_or(spec_key(spec), make)

@@ -97,8 +97,8 @@ class LoraAdapter:
     target_modules: tuple[str, ...]
     factors: Factors
     stacks: Stacks = field(default_factory=dict, repr=False, compare=False)
-    sorted_mags: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False,
-                                                 compare=False)  # see sparsify_stacks
+    ranks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False,
+                                           compare=False)  # see sparsify_stacks
 
     @property
     def num_parameters(self) -> int:
@@ -215,64 +215,98 @@ def unstack(stacks: Stacks) -> Factors:
     return out
 
 
+def magnitude_ranks(flat: torch.Tensor) -> torch.Tensor:
+    """Per row of a 2-D tensor, each entry's place in the row's descending-magnitude order
+    (0: the largest; ties by position, as :func:`sparsify_rows`), as float32."""
+    order = flat.abs().argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty(flat.shape, dtype=torch.float32)
+    places = torch.arange(flat.shape[1], dtype=torch.float32)
+    return ranks.scatter_(1, order, places.expand_as(ranks))
+
+
 def sparsify_stacks(stacks: Stacks, alpha: float,
-                    sorted_mags: dict[Any, torch.Tensor] | None = None) -> Stacks:
+                    ranks: dict[Any, torch.Tensor] | None = None) -> Stacks:
     """``sparse(A, alpha)`` for every module, per stacked group (B is shared, not copied).
 
-    ``sorted_mags`` (filled on first use; keep it per adapter) holds each group's magnitudes
-    sorted in descending order, so the cut for any alpha is a lookup rather than a selection:
-    Evo-Merging asks for a new alpha per candidate, for every adapter.
+    ``ranks`` (filled on first use; keep it per adapter) holds each group's
+    :func:`magnitude_ranks`, so the cut for any alpha is a mask rather than a selection
+    (see :func:`_keep_mask`): Evo-Merging asks for a new alpha per candidate, for every adapter.
     """
     if alpha >= 1.0:
         return stacks
     out: Stacks = {}
     for key, (ms, a, b) in stacks.items():
         flat = a.reshape(a.shape[0], -1)
-        k = keep_count(alpha, flat.shape[1])
-        if sorted_mags is None or k <= 0:
-            kept = sparsify_rows(flat, k)
-        else:
-            if key not in sorted_mags:
-                sorted_mags[key] = flat.abs().sort(dim=1, descending=True).values
-            desc = sorted_mags[key]
-            thr = desc[:, k - 1:k]
-            if k < desc.shape[1] and bool((desc[:, k] == thr[:, 0]).any()):
-                kept = sparsify_rows(flat, k)  # a tie straddles the cut: break it by position
-            else:
-                kept = flat * (flat.abs() >= thr)
+        mask = _keep_mask(key, flat, alpha, ranks)
+        kept = sparsify_rows(flat, keep_count(alpha, flat.shape[1])) if mask is None \
+            else mask.mul_(flat)
         out[key] = (ms, kept.reshape(a.shape), b)
     return out
 
 
-def mix_stacks(stacks: Sequence[Stacks], sparse: Sequence[Stacks],
-               beta: Sequence[float]) -> Factors | None:
+def _keep_mask(key: Any, flat: torch.Tensor, alpha: float,
+               ranks: dict[Any, torch.Tensor] | None) -> torch.Tensor | None:
+    """The float 0/1 mask of the entries ``sparse(·, alpha)`` keeps in each row of ``flat``,
+    from the cached ranks (``None`` without a cache, or past float32's exact integers).
+
+    ``clamp(k - rank, 0, 1)`` is exactly 1 on the ``k`` kept entries and 0 elsewhere: two
+    float ops over the tensor. A selection per call cost ~4x more, and comparisons that make
+    bool masks are slow CPU kernels (measured 2.8 against 0.7 ns per entry).
+    """
+    if ranks is None or flat.shape[1] > 1 << 24:
+        return None
+    if key not in ranks:
+        ranks[key] = magnitude_ranks(flat)
+    return torch.rsub(ranks[key], keep_count(alpha, flat.shape[1])).clamp_(0.0, 1.0)
+
+
+def mix_stacks(adapters: Sequence[LoraAdapter], alpha: Sequence[float], beta: Sequence[float],
+               sparse: Sequence[Stacks | None]) -> Factors | None:
     """The mixture computed on stacks; ``None`` when the adapters' modules or shapes differ
-    (then :func:`mix` does it module by module)."""
+    (then :func:`mix` does it module by module).
+
+    ``sparse[i]`` is adapter ``i``'s sparsified stacks when they are at hand (a cache); when
+    ``None``, its kept entries are masked inside the sum (``addcmul``) with no sparse copy:
+    writing a new tensor per adapter cost more than the whole mixing (fresh memory is
+    page-faulted in), and a one-off alpha gains nothing from keeping it.
+    """
+    stacks = [a.stacks for a in adapters]
     keys = list(stacks[0])
     if any(list(s) != keys or any(s[k][0] != stacks[0][k][0] for k in keys) for s in stacks):
         return None
     out: Stacks = {}
     for key in keys:
-        a_sum = torch.zeros_like(sparse[0][key][1])
-        b_sum = torch.zeros_like(stacks[0][key][2])
-        for be, sp, st in zip(beta, sparse, stacks, strict=True):
-            a_sum.add_(sp[key][1], alpha=be)  # fused scale-and-add, no temporaries
-            b_sum.add_(st[key][2], alpha=be)
-        out[key] = (stacks[0][key][0], a_sum, b_sum)
+        ms, a0, b0 = stacks[0][key]
+        a_sum = torch.zeros_like(a0)
+        b_sum = torch.zeros_like(b0)
+        flat_sum = a_sum.view(a0.shape[0], -1)
+        for ad, al, be, sp in zip(adapters, alpha, beta, sparse, strict=True):
+            b_sum.add_(ad.stacks[key][2], alpha=be)  # fused scale-and-add, no temporaries
+            flat = ad.stacks[key][1].reshape(a0.shape[0], -1)
+            if sp is not None:
+                flat_sum.add_(sp[key][1].reshape(flat.shape), alpha=be)
+            elif al >= 1.0:
+                flat_sum.add_(flat, alpha=be)
+            elif (mask := _keep_mask(key, flat, al, ad.ranks)) is not None:
+                flat_sum.addcmul_(flat, mask, value=be)
+            else:
+                flat_sum.add_(sparsify_rows(flat, keep_count(al, flat.shape[1])), alpha=be)
+        out[key] = (ms, a_sum, b_sum)
     return unstack(out)
 
 
 def mix(adapters: Sequence[Factors], alpha: Sequence[float], beta: Sequence[float],
-        sparse_a: Sequence[Factors] | None = None) -> Factors:
+        sparse_a: Sequence[Factors | None] | None = None) -> Factors:
     """The mixture ``A* = Σ βᵢ · sparse(Aᵢ, αᵢ)``, ``B* = Σ βᵢ · Bᵢ`` per module.
 
-    ``sparse_a`` may give the already-sparsified factors (a cache); otherwise they are
-    computed here. Ranks are zero-padded to the largest one per module.
+    ``sparse_a`` may give the already-sparsified factors (a cache); those missing (``None``)
+    are computed here. Ranks are zero-padded to the largest one per module.
     """
     if not (len(adapters) == len(alpha) == len(beta)) or not adapters:
         raise BbxError("a mixture needs one alpha and one beta per adapter")
-    if sparse_a is None:
-        sparse_a = [sparsify_factors(f, a) for f, a in zip(adapters, alpha, strict=True)]
+    given = list(sparse_a) if sparse_a is not None else [None] * len(adapters)
+    sparse_a = [sp if sp is not None else sparsify_factors(f, a)
+                for f, a, sp in zip(adapters, alpha, given, strict=True)]
     modules = sorted({m for f in adapters for m in f})
     out: Factors = {}
     for m in modules:
