@@ -63,8 +63,7 @@ def main() -> None:
                         rng.normal(1 / n, 0.3, n).round(6)) for _ in range(args.population)]
 
     def clear() -> None:
-        repo._mixtures.clear()  # a benchmark may reach in: each way pays for composing
-        repo._sparse.clear()
+        repo.clear_caches()  # each way pays for composing its mixtures
 
     def batched(specs: list[dict]) -> np.ndarray:
         rows = backend.call_rows("label_logprobs", ([p for _ in specs for p in prompts], words),

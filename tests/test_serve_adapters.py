@@ -232,7 +232,7 @@ def test_sparsified_factors_are_cached_per_adapter_and_alpha(backend) -> None:
     # the first request for a pair masks inside the mixing sum: no sparse copy is kept
     fused = repo.factors(mixture)
     assert ("sst2", 0.25) not in repo._sparse
-    repo._mixtures.clear()
+    repo._mixtures.clear()  # the composed mixture only: the pairs stay seen
     # the second one keeps the copy, and the mixture it gives is the same
     cached = repo.factors(mixture)
     assert ("sst2", 0.25) in repo._sparse and ("trec", 0.5) in repo._sparse
@@ -242,6 +242,9 @@ def test_sparsified_factors_are_cached_per_adapter_and_alpha(backend) -> None:
     repo.factors({**mixture, "beta": [0.5, 0.5]})  # new beta, same alphas: no re-sparsify
     assert repo._sparse[("sst2", 0.25)][0] is first
     assert 0 < repo._sparse.bytes <= repo._sparse.max_bytes
+    repo.clear_caches()  # and then the next request is a first one again
+    repo.factors(mixture)
+    assert not repo._sparse
 
 
 # ---- the repository ---------------------------------------------------------------------

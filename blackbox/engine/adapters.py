@@ -233,6 +233,14 @@ class AdapterRepository:
             self._loaded.pop(name, None)
             self._drop_caches(name)
 
+    def clear_caches(self) -> None:
+        """Forget every sparsified factor and composed mixture (and which pairs were seen):
+        the next request for any mixture composes it from scratch."""
+        with self._lock:
+            self._sparse.clear()
+            self._mixtures.clear()
+            self._seen.clear()
+
     def _drop_caches(self, name: str) -> None:
         for key in [k for k in self._sparse if k[0] == name]:
             self._sparse.drop(key)

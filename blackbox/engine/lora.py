@@ -250,8 +250,9 @@ def _keep_mask(key: Any, flat: torch.Tensor, alpha: float,
     from the cached ranks (``None`` without a cache, or past float32's exact integers).
 
     ``clamp(k - rank, 0, 1)`` is exactly 1 on the ``k`` kept entries and 0 elsewhere: two
-    float ops over the tensor. A selection per call cost ~4x more, and comparisons that make
-    bool masks are slow CPU kernels (measured 2.8 against 0.7 ns per entry).
+    float ops over the tensor. Comparisons that make bool masks, and multiplying by them, are
+    slow CPU kernels: a threshold compare on sorted magnitudes took 2.8 ms per 830K entries
+    against 0.7 ms for this, and sparsifying ten SmolLM2 adapters 43 against 13 ms.
     """
     if ranks is None or flat.shape[1] > 1 << 24:
         return None
