@@ -16,6 +16,10 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from blackbox.paths import portable  # noqa: E402
+
 METHODS = [("zero-shot", "zero-shot"), ("dect", "DecT"), ("mpd", "MPD"),
            ("mpd-mean", "MPD mean-pool"), ("mpd-nocal", "MPD no-calib"),
            ("mpd-1word", "MPD 1 word")]
@@ -114,7 +118,7 @@ def write_report(runs: Path, out: Path, limit: int | None, argv: list[str]) -> N
     md = f"""# MPD vs DecT on SmolLM2-135M-Instruct (`bbx decode`)
 
 Generated {time.strftime('%Y-%m-%d %H:%M')} by `scripts/mpd_report.py` from {len(rows)} run
-directories under `{runs.relative_to(REPO) if runs.is_relative_to(REPO) else runs}` (per-run
+directories under `{portable(runs)}` (per-run
 numbers: `results/mpd-grid.json`). Reproduce:
 
 ```bash
