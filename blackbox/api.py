@@ -60,25 +60,34 @@ def run_recipe(
     method = recipe.method  # type: ignore[attr-defined]
     run_fn = METHODS.get(method).run
     data = recipe.model_dump(mode="json")
+    fresh = run_dir is None
     rd = RunDir.open(data, recipe.output_dir, run_dir, name=_recipe_name(recipe),
                      normalize=lambda saved: parse_recipe(saved).model_dump(mode="json"))
-    inner = backend if backend is not None else make_backend(recipe.backend)
-    metered = MeteredBackend(
-        inner,
-        cache_dir=recipe.cache_dir or responses_dir(),
-        ledger_path=rd.ledger,
-        budget=Budget(recipe.budget.max_queries, recipe.budget.max_tokens),
-    )
-    ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress)
     t0 = time.perf_counter()
     ledger_before = ledger_counts(rd.ledger)["rows"]
+    metered: MeteredBackend | None = None
+    ctx: RunContext | None = None
     try:
+        inner = backend if backend is not None else make_backend(recipe.backend)
+        metered = MeteredBackend(
+            inner,
+            cache_dir=recipe.cache_dir or responses_dir(),
+            ledger_path=rd.ledger,
+            budget=Budget(recipe.budget.max_queries, recipe.budget.max_tokens),
+        )
+        ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress,
+                         allow_overlap=recipe.allow_overlap)
+        ctx.notes.update(task_notes(recipe))
         rd.write_manifest(method=method, seed=recipe.seed, task=recipe.task_name,
                           backend={"kind": inner.name, "fingerprint": inner.fingerprint,
                                    "capabilities": inner.capabilities.as_dict()})
         summary = run_fn(recipe, ctx)
+    except (Exception, KeyboardInterrupt) as e:
+        _failed(rd, fresh, e, metered, ctx, time.perf_counter() - t0)
+        raise
     finally:
-        metered.close()
+        if metered is not None:
+            metered.close()
     summary = {"method": method, **summary, "usage": metered.usage.as_dict(),
                "ledger_rows_this_run": ledger_counts(rd.ledger)["rows"] - ledger_before,
                "run_wall_s": round(time.perf_counter() - t0, 2)}
@@ -86,6 +95,35 @@ def run_recipe(
         summary["notes"] = ctx.notes
     rd.write_summary(summary)
     return RunResult(rd.path, summary)
+
+
+def task_notes(recipe: RecipeBase) -> dict[str, str]:
+    """What a run's notes say about where its splits came from, for a user's own files."""
+    task = recipe.get_task()
+    if task.source == "files" and "dev" not in task.files and "train" in task.files:
+        return {"dev_split": f"no dev file: a seeded {task.dev_fraction:.0%} of each train "
+                             "class is the dev set (seed: the recipe seed), the rest is train"}
+    if task.source == "file":
+        return {"test_split": f"one data file: a fixed {task.test_fraction:.0%} of each class "
+                              "is the test set; train and dev are drawn from the rest"}
+    return {}
+
+
+def _failed(rd: RunDir, fresh: bool, error: BaseException, metered: MeteredBackend | None,
+            ctx: RunContext | None, wall: float) -> None:
+    """A run that failed: gone if it paid for nothing, else a ``status: failed`` summary
+    (the ledger and cache keep what was paid for; resuming the run directory reuses it)."""
+    import shutil
+
+    paid = ledger_counts(rd.ledger)["paid"]
+    if fresh and paid == 0:
+        shutil.rmtree(rd.path, ignore_errors=True)
+        return
+    message = str(error) or type(error).__name__
+    rd.write_summary({"status": "failed", "error": message,
+                      "usage": metered.usage.as_dict() if metered is not None else {},
+                      "paid_rows": paid, "run_wall_s": round(wall, 2),
+                      **({"notes": ctx.notes} if ctx is not None and ctx.notes else {})})
 
 
 def evaluate(
@@ -252,7 +290,7 @@ def merge(
     seed: int = 42,
     adapters: list[str] | None = None,
     user_examples: int = 64,
-    test_limit: int | None = 200,
+    test_limit: int | None = None,
     backend: dict[str, Any] | None = None,
     max_queries: int | None = None,
     run_dir: str | Path | None = None,

@@ -73,16 +73,3 @@ def test_k_shot_sampler_is_seeded_and_balanced() -> None:
     assert Counter(e.label for e in a) == {0: 4, 1: 4, 2: 4}
     with pytest.raises(BbxError):
         sample_k_shot(data, 11, seed=7, n_classes=3)
-
-
-def test_user_file_task(tmp_path) -> None:
-    from blackbox.recipes.schema import TaskSpec
-
-    f = tmp_path / "mine.jsonl"
-    f.write_text('{"text": "yay", "label": "pos"}\n{"text": "nay", "label": 0}\n')
-    task = TaskSpec(name="mine", path=str(f), labels=["neg", "pos"],
-                    label_words=[" no", " yes"]).to_task()
-    assert [e.label for e in load_split(task, "test")] == [1, 0]
-    f.write_text('{"text": "x", "label": "maybe"}\n')
-    with pytest.raises(BbxError, match="not one of"):
-        load_split(task, "test")

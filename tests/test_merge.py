@@ -145,19 +145,52 @@ def test_same_seed_same_mixture_other_seed_other_users(tmp_path: Path, monkeypat
     assert c["adapter"] != a["adapter"]
 
 
-def test_user_examples_are_seeded_and_disjoint_from_the_fixed_test_subset() -> None:
-    from blackbox.data import get_task
+def test_user_examples_are_stratified_seeded_and_come_from_train_and_dev() -> None:
+    from collections import Counter
+
+    from blackbox.data import get_task, load_split
     from blackbox.methods.merge.objective import split_user_and_test
 
-    task = get_task("sst-2")
-    u1, t1 = split_user_and_test(task, 32, 100, seed=1)
-    u2, t2 = split_user_and_test(task, 32, 100, seed=2)
-    assert t1 == t2 and len(t1) == 100 and len(u1) == 32  # the scored part never moves
-    assert u1 != u2
-    test_texts = {e.text for e in t1}
-    assert not test_texts & {e.text for e in u1 + u2}
-    with pytest.raises(BbxError, match="not enough"):
-        split_user_and_test(task, 5000, 100, seed=1)
+    task = get_task("trec")
+    u1, t1 = split_user_and_test(task, 50, 100, seed=13)
+    u2, t2 = split_user_and_test(task, 50, 100, seed=42)
+    assert t1 == t2 and len(t1) == 100  # the scored part never moves with the seed
+    # 50 over 6 classes: 9 for the first two classes, 8 for the rest (trec seed 13 used to
+    # draw no example of two classes from the test split)
+    assert sorted(Counter(e.label for e in u1).items()) == [(0, 9), (1, 9), (2, 8), (3, 8),
+                                                             (4, 8), (5, 8)]
+    train_dev = {e.text for s in ("train", "dev") for e in load_split(task, s, 16, 13)}
+    assert {e.text for e in u1} <= train_dev and u1 != u2
+    assert len(split_user_and_test(task, 8, None, seed=13)[1]) == 500  # the whole test split
+    with pytest.raises(BbxError, match="32 train/dev examples of class 'description', 34 asked"):
+        split_user_and_test(task, 200, 100, seed=13)
+
+
+def test_a_leaky_adapter_is_refused_and_an_unrecorded_one_too(tmp_path: Path) -> None:
+    from blackbox.data import get_task, load_split
+    from blackbox.data.leak import digests
+
+    repo = tmp_path / "zoo"
+    test_texts = [e.text for e in load_split(get_task("sst-2"), "test")]
+    for name, texts in (("pos", ["an unrelated sentence"]), ("neg", test_texts[:7])):
+        (repo / name).mkdir(parents=True)
+        (repo / name / "bbx_text_digests.json").write_text(json.dumps(digests(texts)))
+    (repo / "noise").mkdir()
+
+    class _Repo:
+        def path(self, name: str) -> Path:
+            return repo / name
+
+    class _Backend(RowsFake):
+        repository = _Repo()
+
+    with pytest.raises(BbxError, match="leak: 7 of 1821 test texts are also in adapter neg"):
+        _run(tmp_path, backend=_Backend(), adapters=["pos", "neg"], test_limit=None)
+    with pytest.raises(BbxError, match="noise record no digests"):
+        _run(tmp_path, backend=_Backend(), adapters=["pos", "noise"])
+    res = _run(tmp_path, backend=_Backend(), adapters=["pos", "neg"], test_limit=None,
+               allow_overlap=True, variant="uniform")
+    assert res.summary["notes"]["overlap"][0]["count"] == 7
 
 
 def test_recipe_validation() -> None:

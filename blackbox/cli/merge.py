@@ -87,9 +87,10 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed (user examples, optimizers).")] = 42,
         adapter: Annotated[list[str] | None, typer.Option(
             help="An adapter to merge (repeat; default: all the repository holds).")] = None,
-        user_examples: Annotated[int, typer.Option(help="The user's labelled examples.")] = 64,
-        test_limit: Annotated[int, typer.Option(help="Scored test examples (fixed subset).")]
-        = 200,
+        user_examples: Annotated[int, typer.Option(
+            help="The user's labelled examples (stratified, from train + dev).")] = 64,
+        test_limit: Annotated[int | None, typer.Option(
+            help="Score a seeded test subset of N (default: the whole test split).")] = None,
         stage1: Annotated[int, typer.Option(help="Stage-1 (α) evaluations.")] = 400,
         stage2: Annotated[int, typer.Option(help="Stage-2 (β) evaluations.")] = 800,
         popsize: Annotated[int, typer.Option(help="Mixtures per batched call.")] = 20,

@@ -7,9 +7,8 @@ for BBC News a fixed 20% held-out split). Where shipped 16-shot splits exist for
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blackbox.data.files import Table, label_indices, read_table
 from blackbox.data.tasks import Task
 from blackbox.errors import BbxError
 
@@ -52,11 +52,56 @@ def _fewshot_root(task: Task) -> Path:
     return root
 
 
-def _read_tsv(path: Path) -> list[Example]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        text_col = "sentence" if "sentence" in (reader.fieldnames or []) else "text"
-        return [Example(row[text_col].strip(), int(row["label"])) for row in reader]
+def _read_tsv(path: Path, task: Task) -> list[Example]:
+    return read_examples(path, task.labels)
+
+
+def read_examples(path: str | Path, labels: tuple[str, ...]) -> list[Example]:
+    """The labelled examples of a data file (any format :func:`~blackbox.data.files.read_table`
+    reads); a label naming no class is an error."""
+    table = _table(path, need_labels=True)
+    return [Example(t, i) for t, i in zip(table.texts, label_indices(table, labels),
+                                          strict=True)]
+
+
+def read_texts(path: str | Path, labels: tuple[str, ...] | None = None
+               ) -> tuple[list[str], np.ndarray]:
+    """Texts of a data file and their class indices (``-1`` where a row has no label, or for
+    every row when ``labels`` is None): an unlabelled pool, or texts to predict."""
+    table = _table(path, need_labels=False)
+    if labels is None:
+        return table.texts, np.full(len(table.texts), -1, dtype=np.int64)
+    return table.texts, np.asarray(label_indices(table, labels), dtype=np.int64)
+
+
+def _table(path: str | Path, need_labels: bool) -> Table:
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise BbxError(f"data file {p} not found: check the path")
+    return _cached_table(str(p), p.stat().st_mtime_ns, need_labels)
+
+
+@lru_cache(maxsize=32)
+def _cached_table(path: str, mtime_ns: int, need_labels: bool) -> Table:
+    return read_table(path, need_labels=need_labels)
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    tag = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+    return np.random.default_rng([seed, tag])
+
+
+def test_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
+    """The seeded subset of ``limit`` examples every method scores (all when ``limit`` is None).
+
+    One function for every method: the same ``limit`` and ``seed`` pick the same items in
+    eval, search-prompt, decode, distill and merge. The subset is a prefix of one seeded
+    permutation, so a smaller subset lies inside a larger one; order is kept.
+    """
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    keep = np.sort(_rng(seed, "test-subset").permutation(len(examples))[:limit])
+    return [examples[i] for i in keep]
 
 
 def sample_k_shot(examples: list[Example], k: int, seed: int, n_classes: int) -> list[Example]:
@@ -101,36 +146,65 @@ def _bbc_split(split: str) -> list[Example]:
     return [data[i] for i in sorted(chosen)]
 
 
-def _read_user_file(task: Task) -> list[Example]:
-    path = Path(task.path or "")
-    if not path.is_file():
-        raise BbxError(f"data file {path} for task '{task.name}' not found: check its path")
-    rows: list[dict] = []
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    elif path.suffix in {".csv", ".tsv"}:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-    else:
-        raise BbxError(f"data file {path}: use .csv, .tsv or .jsonl with text and label columns")
-    out = []
-    for i, row in enumerate(rows):
-        if "text" not in row or "label" not in row:
-            raise BbxError(f"{path} row {i + 1}: needs 'text' and 'label' fields")
-        lab = row["label"]
-        if isinstance(lab, str) and lab in task.labels:
-            lab = task.labels.index(lab)
-        try:
-            lab = int(lab)
-        except (TypeError, ValueError):
-            raise BbxError(
-                f"{path} row {i + 1}: label {lab!r} is not one of {task.labels}"
-            ) from None
-        if not 0 <= lab < task.n_classes:
-            raise BbxError(f"{path} row {i + 1}: label {lab} out of range 0..{task.n_classes - 1}")
-        out.append(Example(str(row["text"]), lab))
-    return out
+def _split_off(data: list[Example], fraction: float, seed: int, name: str
+               ) -> tuple[list[Example], list[Example]]:
+    """A seeded, per-class split of ``data``: (the rest, ``fraction`` of each class).
+
+    Each class with two or more examples gives at least one to the split-off part.
+    """
+    rng = _rng(seed, name)
+    labels = np.array([e.label for e in data])
+    part: list[int] = []
+    for c in sorted(set(labels.tolist())):
+        idx = np.flatnonzero(labels == c)
+        k = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
+        part.extend(rng.choice(idx, size=k, replace=False).tolist())
+    chosen = set(part)
+    return ([e for i, e in enumerate(data) if i not in chosen],
+            [e for i, e in enumerate(data) if i in chosen])
+
+
+def _files_split(task: Task, split: str, shots: int, seed: int) -> list[Example]:
+    """Splits of a task given as files (train, optional dev, test, optional pool)."""
+    files = task.files
+    if split == "pool":
+        if "pool" not in files:
+            raise BbxError(f"task '{task.name}' has no pool file: give one (--pool FILE, or "
+                           "pool: in the task spec)")
+        texts, labels = read_texts(files["pool"], task.labels)
+        return [Example(t, int(lab)) for t, lab in zip(texts, labels, strict=True)]
+    if split == "test":
+        if "test" not in files:
+            raise BbxError(f"task '{task.name}' has no test file, so nothing is held out: give "
+                           "one (--test FILE, or test: in the task spec)")
+        return read_examples(files["test"], task.labels)
+    if "train" not in files:
+        raise BbxError(f"task '{task.name}' has no train file: give one (--train FILE)")
+    train = read_examples(files["train"], task.labels)
+    if "dev" in files:
+        return train if split == "train" else read_examples(files["dev"], task.labels)
+    rest, dev = _split_off(train, task.dev_fraction, seed, "dev-split")
+    return rest if split == "train" else dev
+
+
+def _one_file_split(task: Task, split: str, shots: int, seed: int) -> list[Example]:
+    """A task given as one file: a fixed held-out test part, train and dev drawn from the rest."""
+    data = read_examples(task.path or "", task.labels)
+    rest, test = _split_off(data, task.test_fraction, BBC_SPLIT_SEED, "one-file-test")
+    if split == "test":
+        return test
+    if split == "pool":
+        return rest
+    by_class = [sum(e.label == c for e in rest) for c in range(task.n_classes)]
+    k = min(shots, min(by_class) // 2)
+    if k < 1:
+        raise BbxError(f"task '{task.name}': {task.path} leaves {min(by_class)} example(s) of "
+                       "some class outside its test part, too few for train and dev: add "
+                       "examples, or give separate train/dev/test files")
+    both = sample_k_shot(rest, 2 * k, seed, task.n_classes)
+    per = [both[c * 2 * k:(c + 1) * 2 * k] for c in range(task.n_classes)]
+    half = slice(0, k) if split == "train" else slice(k, 2 * k)
+    return [e for group in per for e in group[half]]
 
 
 def load_split(task: Task, split: str, shots: int = 16, seed: int = 13) -> list[Example]:
@@ -152,18 +226,17 @@ def load_split(task: Task, split: str, shots: int = 16, seed: int = 13) -> list[
         per = [both[c * 2 * shots:(c + 1) * 2 * shots] for c in range(task.n_classes)]
         half = slice(0, shots) if split == "train" else slice(shots, 2 * shots)
         return [e for group in per for e in group[half]]
+    if task.source == "files":
+        return _files_split(task, split, shots, seed)
     if task.source == "file":
-        data = _read_user_file(task)
-        if split in {"test", "pool"}:
-            return data
-        return sample_k_shot(data, shots, seed + (0 if split == "train" else 1), task.n_classes)
+        return _one_file_split(task, split, shots, seed)
     root = _fewshot_root(task)
     if split == "test":
-        return _read_tsv(root / "test.tsv")
+        return _read_tsv(root / "test.tsv", task)
     if split == "pool":
         raise BbxError(f"task '{task.name}' has no unlabelled pool beyond its k-shot files")
     base_seed = seed if seed in FEWSHOT_SEEDS else FEWSHOT_SEEDS[0]
-    shipped = _read_tsv(root / f"16-{base_seed}" / f"{split}.tsv")
+    shipped = _read_tsv(root / f"16-{base_seed}" / f"{split}.tsv", task)
     if shots == 16 and seed in FEWSHOT_SEEDS:
         return shipped
     if shots > 16:

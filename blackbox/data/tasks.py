@@ -20,11 +20,14 @@ class Task:
     labels: tuple[str, ...]
     label_words: tuple[str, ...]
     templates: tuple[str, ...]
-    source: str = "fewshot"  # fewshot | bbc | file
+    source: str = "fewshot"  # fewshot | bbc | file (one file) | files (train/dev/test files)
     path: str | None = None  # for source == "file"
     max_words: int | None = None  # long documents are cut to this many words
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # split -> path, source == "files"
+    dev_fraction: float = 0.25  # without a dev file: this part of each train class is dev
+    test_fraction: float = 0.2  # one file (source == "file"): this part is the fixed test set
 
     @property
     def template(self) -> str:

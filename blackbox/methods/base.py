@@ -12,7 +12,7 @@ import numpy as np
 from blackbox.runs import RunDir, child_rng
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping, Sequence
 
     from rich.progress import Progress
 
@@ -28,6 +28,18 @@ class RunContext:
     seed: int
     show_progress: bool = True
     notes: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (fallbacks, ...)
+    allow_overlap: bool = False  # the recipe's allow_overlap (see :meth:`check_leak`)
+
+    def check_leak(self, fit: Mapping[str, Sequence[Any]],
+                   held_out: Mapping[str, Sequence[Any]]) -> None:
+        """The leak guard (:mod:`blackbox.data.leak`): refuse when a text the method fits or
+        selects on is also one it reports on; with ``allow_overlap`` the run goes on and its
+        summary's notes list the overlap."""
+        from blackbox.data.leak import check
+
+        found = check(fit, held_out, self.allow_overlap)
+        if found:
+            self.notes.setdefault("overlap", []).extend(found)
 
     def rng(self, name: str) -> np.random.Generator:
         """A generator for purpose ``name``, independent of every other name."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from blackbox.data.tasks import TASKS, Task
 from blackbox.errors import BbxError, did_you_mean
@@ -22,19 +22,63 @@ class Strict(BaseModel):
 
 
 class TaskSpec(Strict):
-    """A user-defined task over their own CSV/TSV/JSONL file (columns ``text``, ``label``)."""
+    """Your own task, from files (CSV, TSV, JSONL: a ``text`` or ``sentence`` column and a
+    ``label`` column; see :mod:`blackbox.data.files`).
 
-    name: str
-    path: str
-    labels: list[str]
-    label_words: list[str]
+    Give ``train`` and ``test`` (and ``dev``: without it, a seeded ``dev_fraction`` of each
+    train class is the dev set, and the run's notes say so), or one all-data file as ``path``
+    (a fixed 20% of each class is then the test set, and train/dev are ``shots``-per-class
+    draws from the rest). ``labels`` default to the class names found in the files (sorted);
+    ``label_words`` to a space and the class name. A label word without a leading space gets
+    one: it is read as the next word after the template.
+    """
+
+    name: str = "own-task"
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    pool: str | None = None  # unlabelled texts (bbx distill)
+    path: str | None = None  # one file holding everything
+    labels: list[str] | None = None
+    label_words: list[str] | None = None
     templates: list[str] = Field(default_factory=lambda: ["{prompt}{text}\nLabel:"])
-    max_words: int | None = None
+    max_words: int | None = Field(None, ge=1)
+    dev_fraction: float = Field(0.25, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _files_given(self) -> TaskSpec:
+        split_files = [self.train, self.dev, self.test, self.pool]
+        if self.path is not None and any(f is not None for f in split_files):
+            raise ValueError("give either path (one file) or train/dev/test files, not both")
+        if self.path is None and self.train is None and self.test is None:
+            raise ValueError("give the task's data: train and test files (dev optional), or "
+                             "one all-data file as path")
+        if self.dev is not None and self.train is None:
+            raise ValueError("a dev file needs a train file beside it")
+        return self
+
+    def files(self) -> dict[str, str]:
+        """Split name -> file for the files given."""
+        return {k: v for k, v in (("train", self.train), ("dev", self.dev),
+                                  ("test", self.test), ("pool", self.pool)) if v is not None}
 
     def to_task(self) -> Task:
-        return Task(name=self.name, labels=tuple(self.labels), label_words=tuple(self.label_words),
-                    templates=tuple(self.templates), source="file", path=self.path,
-                    max_words=self.max_words)
+        """The :class:`Task` (class names read from the files when ``labels`` is not given)."""
+        from blackbox.data.files import infer_labels, read_table
+
+        labels = self.labels
+        if labels is None:
+            paths = [self.path] if self.path else [self.files()[k] for k in ("train", "dev",
+                                                                            "test")
+                                                   if k in self.files()]
+            labels = list(infer_labels([read_table(p, need_labels=False) for p in paths]))
+        words = self.label_words or [lab for lab in labels]
+        words = [w if w[:1].isspace() else f" {w}" for w in words]
+        return Task(name=self.name, labels=tuple(labels), label_words=tuple(words),
+                    templates=tuple(self.templates), source="file" if self.path else "files",
+                    path=self.path, max_words=self.max_words, files=self.files(),
+                    dev_fraction=self.dev_fraction,
+                    description=f"own data ({', '.join(self.files()) or 'one file'})")
 
 
 class LocalBackendConfig(Strict):
@@ -112,6 +156,10 @@ class RecipeBase(Strict):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     cache_dir: str | None = None  # default: <BBX_CACHE_DIR or user cache>/responses
     output_dir: str = "results/runs"
+    test_seed: int = Field(0, ge=0)  # the seed of every test subset: fixed apart from `seed`,
+    # so the same limit picks the same test items for every method and every seed
+    allow_overlap: bool = False  # run even if fit texts overlap test texts (the report says so)
+    _task: Task | None = PrivateAttr(None)
 
     @field_validator("task")
     @classmethod
@@ -121,10 +169,11 @@ class RecipeBase(Strict):
         return v
 
     def get_task(self) -> Task:
-        """The resolved :class:`Task`."""
-        if isinstance(self.task, TaskSpec):
-            return self.task.to_task()
-        return TASKS[self.task]
+        """The resolved :class:`Task` (read once per recipe: files are inspected for labels)."""
+        if self._task is None:
+            self._task = (self.task.to_task() if isinstance(self.task, TaskSpec)
+                          else TASKS[self.task])
+        return self._task
 
     @property
     def task_name(self) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from blackbox.data import load_split
+from blackbox.data.datasets import test_subset
 from blackbox.errors import BbxError, BudgetExceeded
 from blackbox.methods.base import RunContext
 from blackbox.methods.claps.cluster import cached_clusters
@@ -43,6 +44,11 @@ class _Run:
         self.task = recipe.get_task()
         self.template = recipe.template_text()
         train = load_split(self.task, "train", recipe.shots, recipe.seed)
+        self.dev = load_split(self.task, "dev", recipe.shots, recipe.seed)
+        self.test_set = test_subset(load_split(self.task, "test", recipe.shots, recipe.seed),
+                                    recipe.test_limit, recipe.test_seed)
+        # refuse before paying for anything: the search must not see a test text
+        ctx.check_leak({"train": train, "dev": self.dev}, {"test": self.test_set})
         self.train = balanced_subset(train, recipe.train_batch, ctx.rng("train-batch"),
                                      self.task.n_classes)
         self.scorer = PromptScorer(ctx.backend, self.task, self.template, self.train)
@@ -155,7 +161,7 @@ class _Run:
     def select(self, cands: list[dict[str, Any]]) -> dict[str, Any]:
         """Re-score ``cands`` on dev; the best dev accuracy (then dev reward) wins."""
         recipe, ctx = self.recipe, self.ctx
-        dev = load_split(self.task, "dev", recipe.shots, recipe.seed)
+        dev = self.dev
         t0 = time.perf_counter()
         try:
             with ctx.progress() as bar:
@@ -175,11 +181,7 @@ class _Run:
 
     def test(self, prompt: str) -> dict[str, Any] | None:
         recipe, ctx = self.recipe, self.ctx
-        test = load_split(self.task, "test", recipe.shots, recipe.seed)
-        if recipe.test_limit is not None and recipe.test_limit < len(test):
-            rng = np.random.default_rng(recipe.test_seed)
-            test = [test[i] for i in np.sort(rng.choice(len(test), recipe.test_limit,
-                                                        replace=False))]
+        test = self.test_set
         t0 = time.perf_counter()
         try:
             with ctx.progress() as bar:

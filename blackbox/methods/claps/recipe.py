@@ -52,7 +52,6 @@ class ClapsRecipe(RecipeBase):
     # -- selection and evaluation
     select_top: int = Field(5, ge=1)  # best distinct train prompts re-scored on dev
     test_limit: int | None = Field(None, ge=1)  # a fixed seeded test subset (None: full test)
-    test_seed: int = Field(0, ge=0)  # fixed apart from `seed`: every run sees the same subset
     chunk: int = Field(256, ge=1)  # inputs per metered call when pruning and evaluating
 
     @field_validator("search")

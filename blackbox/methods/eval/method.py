@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from blackbox.data import load_split
+from blackbox.data.datasets import test_subset
 from blackbox.data.tasks import render
 from blackbox.methods.base import RunContext
 from blackbox.methods.eval.recipe import EvalRecipe
@@ -24,10 +25,8 @@ def run(recipe: EvalRecipe, ctx: RunContext) -> dict[str, Any]:
     t0 = time.perf_counter()
     task = recipe.get_task()
     template = recipe.template_text()
-    examples = load_split(task, recipe.split, recipe.shots, recipe.seed)
-    if recipe.limit is not None and recipe.limit < len(examples):
-        keep = np.sort(ctx.rng("eval-subset").choice(len(examples), recipe.limit, replace=False))
-        examples = [examples[i] for i in keep]
+    full = load_split(task, recipe.split, recipe.shots, recipe.seed)
+    examples = test_subset(full, recipe.limit, recipe.test_seed)
     prompts = [render(template, e.text, recipe.prompt, task.max_words) for e in examples]
     gold = np.array([e.label for e in examples])
     with ctx.progress() as bar:
@@ -46,6 +45,7 @@ def run(recipe: EvalRecipe, ctx: RunContext) -> dict[str, Any]:
         "task": task.name,
         "split": recipe.split,
         "n": len(examples),
+        "n_split": len(full),
         "accuracy": accuracy(pred, gold),
         "macro_f1": macro_f1(pred, gold, task.n_classes),
         "per_class_accuracy": per_class,

@@ -188,7 +188,9 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
     n_classes, label_words = task.n_classes, list(task.label_words)
     splits = make_splits(task, recipe.shots, recipe.seed, ctx.rng("pool-split"),
                          ctx.rng("subsets"), recipe.pool_file, recipe.pool_limit,
-                         recipe.eval_limit)
+                         recipe.eval_limit, recipe.test_seed)
+    ctx.check_leak({"gold examples": splits.gold, "pool": splits.pool_texts},
+                   {"evaluation set": splits.eval})
     fm = feature_model(recipe, ctx)
     x_gold = fm.embed([e.text for e in splits.gold])
     x_pool = fm.embed(splits.pool_texts)

@@ -117,10 +117,51 @@ def _search(recipe: MergeRecipe, ctx: RunContext, names: list[str],
     s2 = _Stage("lorahub" if v == "lorahub" else "stage2", cfg,
                 BoxSpace(n, lower, bound, init=init, sigma=cfg.sigma0),
                 lambda x: mixture(names, fixed_alpha, x))
-    res = s2.run(ctx, loss)
-    stages[s2.name] = _stage_summary(res)
-    beta = list(res.best_value) if res.best_value is not None else [init] * n
+    res2 = s2.run(ctx, loss)
+    stages[s2.name] = _stage_summary(res2)
+    beta = list(res2.best_value) if res2.best_value is not None else [init] * n
+    if v != "lorahub" and "stage1" in stages and res.best_value is not None:
+        # stage 2 is kept only if it fits the user's examples better than stage 1's best
+        # (both scored by the data term, cross-entropy: their penalties differ)
+        ce1 = res.best_info.get("ce", float("inf"))
+        ce2 = res2.best_info.get("ce", float("inf")) if res2.best_value is not None \
+            else float("inf")
+        stages["stage2"]["kept"] = bool(ce2 < ce1)
+        if not ce2 < ce1:
+            return mixture(names, alpha, uniform), stages
     return mixture(names, alpha, beta), stages
+
+
+def _adapter_data(ctx: RunContext, names: list[str]) -> dict[str, Any]:
+    """Per adapter, the digests of its training texts, where the repository records them.
+
+    Only a local repository built by ``bbx zoo build`` records them; a remote server's
+    adapters are not checked (the run's notes say so). An adapter of a local repository
+    with no record is an error unless ``allow_overlap``: nobody can say what it saw.
+    """
+    from blackbox.data.leak import DigestSet
+    from blackbox.methods.merge.zoo import training_digests
+
+    repo = getattr(getattr(ctx.backend, "inner", ctx.backend), "repository", None)
+    if repo is None:
+        ctx.notes["adapter_leak_check"] = ("not run: this backend does not say what its "
+                                           "adapters trained on")
+        return {}
+    out: dict[str, Any] = {}
+    unknown = []
+    for name in names:
+        keys = training_digests(repo.path(name))
+        if keys is None:
+            unknown.append(name)
+        else:
+            out[f"adapter {name}"] = DigestSet(keys)
+    if unknown and not ctx.allow_overlap:
+        raise BbxError(f"adapter(s) {', '.join(unknown)} record no digests of their training "
+                       "texts, so they cannot be checked for test texts: rebuild them with "
+                       "bbx zoo build, or set allow_overlap to run anyway")
+    if unknown:
+        ctx.notes["adapter_leak_check"] = f"unchecked adapters: {', '.join(unknown)}"
+    return out
 
 
 def _choose(recipe: MergeRecipe, ctx: RunContext, names: list[str],
@@ -175,7 +216,10 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
         raise BbxError("the adapter repository is empty: add PEFT LoRA adapters to it (see "
                        "scripts/build_adapter_zoo.py)")
     user, test = split_user_and_test(task, recipe.user_examples, recipe.test_limit,
-                                     recipe.seed)
+                                     recipe.seed, recipe.test_seed)
+    adapters = _adapter_data(ctx, names)
+    ctx.check_leak({"user examples": user, **adapters}, {"test": test})
+    ctx.check_leak(adapters, {"user examples": user})
     words = list(task.label_words)
     loss = MixtureLoss(ctx.backend, prompts_of(task, recipe.template, user),
                        np.array([e.label for e in user]), words, recipe.l1)

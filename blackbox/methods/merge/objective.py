@@ -17,35 +17,35 @@ import numpy as np
 
 from blackbox.backends.base import Adapter
 from blackbox.data import Example, load_split
+from blackbox.data.datasets import test_subset
 from blackbox.data.tasks import Task, render
 from blackbox.errors import BbxError
 from blackbox.methods.scoring import accuracy, class_log_probs
 from blackbox.runs import child_rng
 
-#: The seed of the scored test subset: it never moves with the recipe seed, so every seed and
-#: variant is measured on the same examples (and shares their cached answers).
-TEST_SUBSET_SEED = 0
-
 
 def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
-                        seed: int) -> tuple[list[Example], list[Example]]:
-    """The user's examples (seeded) and the scored test examples (fixed), disjoint.
+                        seed: int, test_seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """The user's examples and the scored test examples.
 
-    The scored part is a prefix of one fixed permutation of the test split; the user's part
-    is drawn with ``seed`` from what is left.
+    The user's examples are a seeded, stratified draw from the task's train and dev splits
+    (``user_examples`` in all, spread evenly over the classes); the scored ones are the test
+    split (or its ``test_limit`` subset, :func:`~blackbox.data.datasets.test_subset`).
     """
-    data = load_split(task, "test")
-    perm = child_rng(TEST_SUBSET_SEED, "merge-test-subset").permutation(len(data))
-    n_test = len(data) - user_examples if test_limit is None else test_limit
-    rest = perm[n_test:]
-    if n_test < 1 or user_examples > len(rest):
-        raise BbxError(f"task '{task.name}' has {len(data)} test examples: not enough for "
-                       f"{user_examples} user examples plus {test_limit} scored ones; lower "
-                       "user_examples or test_limit")
-    user_idx = np.sort(child_rng(seed, "merge-user-examples").choice(rest, user_examples,
-                                                                     replace=False))
-    test_idx = np.sort(perm[:n_test])
-    return [data[i] for i in user_idx], [data[i] for i in test_idx]
+    pool = load_split(task, "train", 16, seed) + load_split(task, "dev", 16, seed)
+    rng = child_rng(seed, "merge-user-examples")
+    per = [user_examples // task.n_classes + (c < user_examples % task.n_classes)
+           for c in range(task.n_classes)]
+    chosen: list[int] = []
+    for c, k in enumerate(per):
+        idx = [i for i, e in enumerate(pool) if e.label == c]
+        if len(idx) < k:
+            raise BbxError(f"task '{task.name}' has {len(idx)} train/dev examples of class "
+                           f"'{task.labels[c]}', {k} asked (user_examples={user_examples} over "
+                           f"{task.n_classes} classes): lower user_examples")
+        chosen.extend(rng.choice(idx, size=k, replace=False).tolist())
+    user = [pool[i] for i in sorted(chosen)]
+    return user, test_subset(load_split(task, "test"), test_limit, test_seed)
 
 
 def prompts_of(task: Task, template: int, examples: Sequence[Example]) -> list[str]:

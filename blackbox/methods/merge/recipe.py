@@ -47,9 +47,10 @@ def _lorahub() -> StageConfig:
 class MergeRecipe(RecipeBase):
     """Find per-adapter keep-fractions α and signed scales β over the server's adapters.
 
-    The user's data is ``user_examples`` examples drawn (with the recipe seed) from the
-    target task's test split, disjoint from the ``test_limit`` examples that are scored (a
-    fixed subset, the same for every seed). The loss is the mean cross-entropy of the gold
+    The user's data is ``user_examples`` examples drawn (with the recipe seed, stratified:
+    spread evenly over the classes) from the target task's train and dev splits; the test
+    split (or its ``test_limit`` subset, the same for every seed) is scored. Stage 2 is kept
+    only if its best mixture fits the user's examples better than stage 1's. The loss is the mean cross-entropy of the gold
     label word (log-probs normalized over the task's label words) plus ``l1`` · mean|x| of
     the searched vector. The official defaults (paper: 300 examples, 400 + 800 evaluations)
     are the stage defaults here; the results scripts scale them down for a CPU.
@@ -60,7 +61,7 @@ class MergeRecipe(RecipeBase):
     adapters: list[str] | None = None  # default: every adapter the backend's repository holds
     template: int = Field(0, ge=0)  # which of the task's templates the user's prompts use
     user_examples: int = Field(64, ge=1)
-    test_limit: int | None = Field(200, ge=1)  # None: the whole rest of the test split
+    test_limit: int | None = Field(None, ge=1)  # a seeded test subset (None: the whole split)
     l1: float = Field(0.05, ge=0)
     stage1: StageConfig = Field(default_factory=_stage1)  # α, β fixed at 1/N
     stage2: StageConfig = Field(default_factory=_stage2)  # β, α at the stage-1 best

@@ -13,7 +13,12 @@ Held out of the zoo (never a source task): ``sst-2`` and ``trec``, the merge tar
 
 Source data: the few-shot folders hold only 16-shot train/dev splits and full test sets, so
 source adapters train on their source tasks' test sets (those tasks are never scored in the
-merge table) and BBC News on its non-test part.
+merge table) and BBC News on its non-test part. **Leak check**: those files share texts
+with the targets (every SST-2 test sentence is in SST-5's test file, 429 are in MR's), so
+before training, every source text equal (after :func:`~blackbox.data.leak.normalize`) to a
+merge target's test text or user example (the targets' train/dev files) is dropped, and the
+count is printed and recorded. Each adapter keeps the digests of the texts it trained on
+(``bbx_train.json``), so a merge run checks them against its own test and user examples.
 
 Building is idempotent (an adapter whose folder is complete is skipped) and atomic (each is
 written to a temporary folder and renamed into place); each adapter is seeded from the zoo
@@ -94,16 +99,37 @@ def is_built(folder: Path) -> bool:
     """Whether ``folder`` holds a complete PEFT adapter."""
     return ((folder / "adapter_config.json").is_file()
             and (folder / "adapter_model.safetensors").is_file()
-            and (folder / "bbx_train.json").is_file())
+            and (folder / "bbx_train.json").is_file()
+            # adapters built before the leak check recorded no digests: they are rebuilt
+            and (folder / "bbx_text_digests.json").is_file())
 
 
 def _seed_of(base: int, name: str) -> int:
     return (base * 1_000_003 + int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)) % 2**31
 
 
-def training_examples(spec: AdapterSpec, cfg: TrainConfig) -> list[tuple[str, str]]:
-    """(prompt, label word) pairs of the adapter's source data, in the merge's prompt format."""
+def target_texts(targets: tuple[str, ...] = HELD_OUT) -> dict[str, list[str]]:
+    """The texts no adapter may train on: each merge target's test split and the train/dev
+    files its user examples are drawn from (every shipped seed)."""
     from blackbox.data import get_task, load_split
+    from blackbox.data.datasets import FEWSHOT_SEEDS
+
+    out: dict[str, list[str]] = {}
+    for name in targets:
+        task = get_task(name)
+        out[f"{name} test"] = [e.text for e in load_split(task, "test")]
+        out[f"{name} train/dev"] = [e.text for seed in FEWSHOT_SEEDS for split in ("train", "dev")
+                                    for e in load_split(task, split, 16, seed)]
+    return out
+
+
+def training_examples(spec: AdapterSpec, cfg: TrainConfig,
+                      exclude: dict[str, list[str]] | None = None
+                      ) -> tuple[list[tuple[str, str]], list[str], dict[str, int]]:
+    """(prompt, label word) pairs of the adapter's source data in the merge's prompt format,
+    the texts they come from, and how many source texts each ``exclude`` set removed."""
+    from blackbox.data import get_task, load_split
+    from blackbox.data.leak import normalize
     from blackbox.data.tasks import render
 
     if spec.task in HELD_OUT:
@@ -115,9 +141,16 @@ def training_examples(spec: AdapterSpec, cfg: TrainConfig) -> list[tuple[str, st
         raise BbxError(f"adapter '{spec.name}': {len(words)} label words for "
                        f"{task.n_classes} classes")
     examples = load_split(task, "pool" if task.source == "bbc" else "test")
+    dropped: dict[str, int] = {}
+    for name, texts in (exclude or {}).items():
+        keys = {normalize(t) for t in texts}
+        kept = [e for e in examples if normalize(e.text) not in keys]
+        dropped[name] = len(examples) - len(kept)
+        examples = kept
     max_words = min(cfg.max_words, task.max_words or cfg.max_words)
     template = task.templates[spec.template]
-    return [(render(template, e.text, max_words=max_words), words[e.label]) for e in examples]
+    pairs = [(render(template, e.text, max_words=max_words), words[e.label]) for e in examples]
+    return pairs, [e.text for e in examples], dropped
 
 
 def _encode(tokenizer: Any, pairs: list[tuple[str, str]], max_tokens: int
@@ -138,19 +171,29 @@ def _encode(tokenizer: Any, pairs: list[tuple[str, str]], max_tokens: int
 
 
 def train_adapter(spec: AdapterSpec, model_folder: Path, out: Path, cfg: TrainConfig,
-                  log: Any = None) -> dict[str, Any]:
-    """Fine-tune one LoRA adapter and save it (PEFT format) to ``out``; returns its record."""
+                  log: Any = None, exclude: dict[str, list[str]] | None = None
+                  ) -> dict[str, Any]:
+    """Fine-tune one LoRA adapter and save it (PEFT format) to ``out``; returns its record.
+
+    Source texts in ``exclude`` (name -> texts) are dropped first (see the module docstring).
+    """
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from blackbox.data.leak import digests
 
     seed = _seed_of(cfg.seed, spec.name)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tok = AutoTokenizer.from_pretrained(model_folder, local_files_only=True)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    data = _encode(tok, training_examples(spec, cfg), cfg.max_tokens)
+    pairs, texts, dropped = training_examples(spec, cfg, exclude)
+    if log is not None:
+        log(f"  {spec.name}: leak check: {len(texts)} source texts kept; dropped as merge-target "
+            "texts: " + (", ".join(f"{n} {c}" for n, c in dropped.items()) or "none checked"))
+    data = _encode(tok, pairs, cfg.max_tokens)
     if not data:
         raise BbxError(f"adapter '{spec.name}': no training example fits {cfg.max_tokens} tokens")
     base = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32,
@@ -191,10 +234,13 @@ def train_adapter(spec: AdapterSpec, model_folder: Path, out: Path, cfg: TrainCo
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     record = {"spec": spec.describe(), "train": {**asdict(cfg), "seed": seed},
-              "examples": len(data), "first_loss": float(np.mean(losses[:10])),
+              "examples": len(data), "dropped_as_target_texts": dropped,
+              "first_loss": float(np.mean(losses[:10])),
               "final_loss": float(np.mean(losses[-25:])),
               "seconds": round(time.perf_counter() - t0, 1)}
     (tmp / "bbx_train.json").write_text(json.dumps(record, indent=2) + "\n")
+    # what the merge-time leak guard reads: digests of the texts, never the texts
+    (tmp / "bbx_text_digests.json").write_text(json.dumps(digests(texts)) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # atomic: a killed build never leaves a half-written adapter
     return record
@@ -222,6 +268,7 @@ def build_zoo(folder: str | Path | None = None, model: str = "default",
 
             raise BbxError(f"unknown zoo adapter '{n}'{did_you_mean(n, names)}")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None
+    exclude = target_texts()
     manifest_path = root / "zoo.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     adapters = manifest.get("adapters", {})
@@ -237,10 +284,16 @@ def build_zoo(folder: str | Path | None = None, model: str = "default",
         if log:
             log(f"[{i + 1}/{len(specs)}] {spec.name}: training on {spec.task} "
                 f"(template {spec.template}), {cfg.steps} steps")
-        adapters[spec.name] = train_adapter(spec, Path(model_folder), out, cfg, log)
+        adapters[spec.name] = train_adapter(spec, Path(model_folder), out, cfg, log, exclude)
         _write_manifest(manifest_path, source.name, adapters)  # after each: builds get killed
     manifest = _write_manifest(manifest_path, source.name, adapters)
     return {"folder": str(root), **manifest}
+
+
+def training_digests(folder: Path) -> list[str] | None:
+    """The digests of the texts the adapter in ``folder`` trained on (None: not recorded)."""
+    f = folder / "bbx_text_digests.json"
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def _write_manifest(path: Path, model: str, adapters: dict[str, Any]) -> dict[str, Any]:

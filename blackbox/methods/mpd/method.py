@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from blackbox.data import load_split
-from blackbox.data.datasets import Example
+from blackbox.data.datasets import read_texts, test_subset
 from blackbox.data.tasks import Task
 from blackbox.errors import BbxError
 from blackbox.methods.base import RunContext
@@ -36,10 +36,6 @@ from blackbox.methods.mpd.recipe import DecodeRecipe
 from blackbox.methods.mpd.scores import zero_shot_scores
 from blackbox.methods.scoring import accuracy, macro_f1
 from blackbox.runs import child_rng
-
-#: The fixed seed of the test subset: it never moves with the recipe seed, so every seed and
-#: shot count is measured on the same examples and shares their cached features.
-TEST_SUBSET_SEED = 0
 
 
 class Variant(NamedTuple):
@@ -96,16 +92,6 @@ def _variants(recipe: DecodeRecipe, n_prompts: int) -> tuple[str, dict[str, Vari
     return main_name, out
 
 
-def _subset_test(examples: list[Example], limit: int | None) -> list[Example]:
-    if limit is None or limit >= len(examples):
-        return examples
-    # a prefix of one fixed permutation: a smaller subset is inside a larger one, so their
-    # cached features are shared too
-    perm = child_rng(TEST_SUBSET_SEED, "decode-test-subset").permutation(len(examples))
-    keep = np.sort(perm[:limit])
-    return [examples[i] for i in keep]
-
-
 def _metrics(logits: np.ndarray, gold: np.ndarray, n_classes: int) -> dict[str, float]:
     pred = logits.argmax(axis=1)
     return {"accuracy": accuracy(pred, gold), "macro_f1": macro_f1(pred, gold, n_classes)}
@@ -143,8 +129,11 @@ def _fit(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
               "dev": load_split(task, "dev", recipe.shots, recipe.seed)}
     ev = recipe.eval_split
     if ev not in splits:
-        splits[ev] = _subset_test(load_split(task, ev, recipe.shots, recipe.seed),
-                                  recipe.test_limit)
+        splits[ev] = test_subset(load_split(task, ev, recipe.shots, recipe.seed),
+                                 recipe.test_limit, recipe.test_seed)
+        ctx.check_leak({"train": splits["train"], "dev": splits["dev"]}, {ev: splits[ev]})
+    else:
+        ctx.check_leak({"train": splits["train"]}, {ev: splits[ev]})
     groups = _label_words(ctx, task, k_max, [e.text for e in splits["train"] + splits["dev"]])
     flat, index = flatten(groups)
     derive = None
@@ -221,39 +210,6 @@ def _write_predictions(path: Path, texts: list[str], logits: np.ndarray, labels:
             f.write(json.dumps(row) + "\n")
 
 
-def _read_input(path: Path, labels: list[str]) -> tuple[list[str], np.ndarray]:
-    """Texts and gold labels (-1 where none) of a JSONL file."""
-    if not path.is_file():
-        raise BbxError(f"input file {path} not found: pass a JSONL file with a 'text' field "
-                       "per line")
-    texts: list[str] = []
-    gold: list[int] = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise BbxError(f"{path} line {i + 1} is not JSON: write one JSON object per "
-                           "line") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise BbxError(f"{path} line {i + 1}: needs a string 'text' field")
-        texts.append(row["text"])
-        lab = row.get("label")
-        if lab is None:
-            gold.append(-1)
-        elif isinstance(lab, str) and lab in labels:
-            gold.append(labels.index(lab))
-        elif isinstance(lab, int) and not isinstance(lab, bool) and 0 <= lab < len(labels):
-            gold.append(lab)
-        else:
-            raise BbxError(f"{path} line {i + 1}: label {lab!r} is not one of {labels} "
-                           f"(or an index 0..{len(labels) - 1})")
-    if not texts:
-        raise BbxError(f"input file {path} has no examples: add lines like {{\"text\": ...}}")
-    return texts, np.array(gold)
-
-
 def _predict(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
     assert recipe.decoder_file is not None and recipe.input is not None
     saved = load_decoder(recipe.decoder_file)
@@ -268,7 +224,7 @@ def _predict(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
             f"decoder {recipe.decoder_file} was fit on '{saved.hidden_route}' hidden states but "
             f"this backend gives '{hidden_route(backend)}': predict through the backend it was "
             "fit on")
-    texts, gold = _read_input(Path(recipe.input), saved.labels)
+    texts, gold = read_texts(recipe.input, tuple(saved.labels))
     with ctx.progress() as bar:
         feats = query_features(backend, texts, saved.templates, saved.flat_words,
                                route=saved.hidden_route, max_words=saved.max_words,
