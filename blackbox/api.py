@@ -127,7 +127,7 @@ def _failed(rd: RunDir, fresh: bool, error: BaseException, metered: MeteredBacke
 
 
 def evaluate(
-    task: str = "sst-2",
+    task: str | dict[str, Any] = "sst-2",
     split: str = "test",
     template: int | str = 0,
     prompt: str = "",
@@ -163,7 +163,7 @@ def list_available() -> dict[str, list[str]]:
 
 
 def distill(
-    task: str = "sst-2",
+    task: str | dict[str, Any] = "sst-2",
     shots: int = 16,
     workers: int = 3,
     acquisition: str = "entropy",
@@ -204,7 +204,7 @@ def predict(
 
 
 def decode_fit(
-    task: str = "sst-2",
+    task: str | dict[str, Any] = "sst-2",
     shots: int = 16,
     seed: int = 42,
     prompts: int = 3,
@@ -252,7 +252,7 @@ def decode_predict(
 
 
 def search_prompt(
-    task: str = "sst-2",
+    task: str | dict[str, Any] = "sst-2",
     shots: int = 16,
     seed: int = 42,
     search: str = "genetic",
@@ -285,7 +285,7 @@ def search_prompt(
 
 
 def merge(
-    task: str = "sst-2",
+    task: str | dict[str, Any] = "sst-2",
     variant: str = "evo",
     seed: int = 42,
     adapters: list[str] | None = None,
@@ -358,3 +358,45 @@ def serve(
     app = create_app(backend, api_key=api_key, model_name=model_name, max_batch=max_batch,
                      max_wait_ms=max_wait_ms, allow_adapter_paths=allow_adapter_paths)
     run_app(app, host=host, port=port, log_level=log_level)
+
+
+def check_task(task: str | dict[str, Any], seed: int = 42, shots: int = 16) -> dict[str, Any]:
+    """What bbx understands of a task (``bbx task check``): classes and label words, per split
+    the file, size and count per class, texts repeated within a split, and texts shared
+    between splits (the leak guard refuses a run whose fit texts are test texts)."""
+    from collections import Counter
+
+    from blackbox.data import load_split
+    from blackbox.data.leak import normalize, overlaps
+
+    recipe = parse_recipe({"method": "eval", "task": task, "seed": seed, "shots": shots},
+                          source="task")
+    t = recipe.get_task()
+    splits: dict[str, Any] = {}
+    names = [s for s in ("train", "dev", "test", "pool")
+             if t.source != "files" or s in t.files or (s == "dev" and "train" in t.files)]
+    for name in names:
+        try:
+            examples = load_split(t, name, shots, seed)
+        except BbxError:
+            if name == "pool":  # most tasks have none; a missing pool is not a problem here
+                continue
+            raise
+        counts = Counter(e.label for e in examples)
+        keys = Counter(normalize(e.text) for e in examples)
+        splits[name] = {
+            "file": t.files.get(name) or t.path or f"({t.source})",
+            "n": len(examples),
+            "per_class": {lab: counts.get(c, 0) for c, lab in enumerate(t.labels)
+                          if name != "pool" or counts},
+            "duplicates": sum(n - 1 for n in keys.values() if n > 1),
+        }
+        splits[name]["_examples"] = examples
+    pairs = [(a, b) for i, a in enumerate(splits) for b in list(splits)[i + 1:]]
+    shared = [o for a, b in pairs
+              for o in overlaps({a: splits[a]["_examples"]}, {b: splits[b]["_examples"]})]
+    for info in splits.values():
+        del info["_examples"]
+    return {"task": t.name, "source": t.source, "labels": list(t.labels),
+            "label_words": list(t.label_words), "templates": list(t.templates),
+            "splits": splits, "overlap": shared, "notes": task_notes(recipe)}

@@ -190,3 +190,25 @@ def ledger_counts(path: str | Path) -> dict[str, int]:
                 paid += 1
                 tokens += int(row.get("tokens", 0))
     return {"rows": rows, "paid": paid, "cached": rows - paid, "tokens": tokens}
+
+
+def run_status(summary: dict[str, Any] | None) -> str:
+    """``finished``, ``failed`` (a ``status: failed`` summary), or ``incomplete`` (none yet:
+    running, or killed; resume it with ``--run-dir``)."""
+    if summary is None:
+        return "incomplete"
+    return str(summary.get("status", "finished"))
+
+
+def iter_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every run directory under ``root`` (oldest first), as :func:`read_run` gives it, with
+    its ``status``."""
+    out = []
+    base = Path(root)
+    if not base.is_dir():
+        return out
+    for recipe in sorted(base.glob("*/recipe.yaml")):
+        run = read_run(recipe.parent)
+        run["status"] = run_status(run["summary"])
+        out.append(run)
+    return out

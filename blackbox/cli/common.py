@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -44,3 +44,109 @@ def emit(summary: dict[str, Any], run_dir: Path | str | None, json_out: bool) ->
         render_summary(summary, run_dir)
 
 
+
+
+# -- a task from the user's own files, the same options on every method command -------------
+TaskOpt = Annotated[str, typer.Option(
+    help="Task name (bbx ls tasks); for your own data give --train/--test files instead.")]
+TrainOpt = Annotated[Path | None, typer.Option(
+    "--train", help="Own data: the train file (CSV, TSV or JSONL; text/sentence + label).")]
+DevOpt = Annotated[Path | None, typer.Option(
+    "--dev", help="Own data: the dev file (default: a seeded 25% of each train class).")]
+TestOpt = Annotated[Path | None, typer.Option(
+    "--test", help="Own data: the held-out test file every accuracy is measured on.")]
+LabelsOpt = Annotated[str | None, typer.Option(
+    help="Own data: class names in index order, comma-separated (default: the names in the "
+         "files, sorted).")]
+LabelWordsOpt = Annotated[str | None, typer.Option(
+    help="Own data: one label word per class, comma-separated (default: the class names).")]
+TaskSpecOpt = Annotated[Path | None, typer.Option(
+    "--task-spec", help="Own data: a YAML task spec (train, dev, test, labels, label_words, "
+                        "templates); the options above override its keys.")]
+AllowOverlapOpt = Annotated[bool, typer.Option(
+    help="Run even if train/dev texts are also test texts (the summary lists the overlap).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(
+    help="Remote backend: the server's URL (default $OPENAI_BASE_URL).")]
+ApiKeyEnvOpt = Annotated[str, typer.Option(
+    help="Remote backend: NAME of the env var holding the key.")]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def task_option(task: str, train: Path | None = None, dev: Path | None = None,
+                test: Path | None = None, labels: str | None = None,
+                label_words: str | None = None, task_spec: Path | None = None,
+                template: str | None = None, pool: Path | None = None) -> str | dict[str, Any]:
+    """The recipe's ``task:`` from the command's options: a name, or a spec of own files.
+
+    ``template`` (a string with ``{text}``) becomes the own task's template; label words
+    given on the command line get their leading space (the schema adds it).
+    """
+    spec: dict[str, Any] = {}
+    if task_spec is not None:
+        import yaml
+
+        from blackbox.errors import BbxError
+
+        if not task_spec.is_file():
+            raise BbxError(f"task spec {task_spec} not found: check the path")
+        loaded = yaml.safe_load(task_spec.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise BbxError(f"task spec {task_spec}: write a mapping (train:, test:, labels:, ...)")
+        spec.update(loaded)
+    for key, value in (("train", train), ("dev", dev), ("test", test), ("pool", pool)):
+        if value is not None:
+            spec[key] = str(value)
+    if labels is not None:
+        spec["labels"] = _csv(labels)
+    if label_words is not None:
+        spec["label_words"] = _csv(label_words)
+    if not spec:
+        return task
+    if template is not None and not template.isdigit():
+        spec["templates"] = [template]
+    return spec
+
+
+def backend_config(backend: str, model: str = "default", base_url: str | None = None,
+                   api_key_env: str = "OPENAI_API_KEY") -> dict[str, Any]:
+    """The recipe's ``backend:`` from the command's options."""
+    cfg: dict[str, Any] = {"kind": backend}
+    if backend == "local":
+        cfg["model"] = model
+    elif backend == "remote":
+        cfg.update(base_url=base_url, api_key_env=api_key_env,
+                   model=None if model == "default" else model)
+    return cfg
+
+
+def render_task_check(info: dict[str, Any]) -> None:
+    """``bbx task check``: one table of splits, then classes, overlaps and notes."""
+    from rich.table import Table
+
+    table = Table(title=f"task {info['task']} ({info['source']})")
+    table.add_column("split")
+    table.add_column("file", overflow="fold")
+    table.add_column("n", justify="right")
+    for lab in info["labels"]:
+        table.add_column(lab, justify="right")
+    table.add_column("repeated", justify="right")
+    for name, s in info["splits"].items():
+        table.add_row(name, str(s["file"]), str(s["n"]),
+                      *[str(s["per_class"].get(lab, "-")) for lab in info["labels"]],
+                      str(s["duplicates"]))
+    out = console()
+    out.print(table)
+    out.print("label words: " + ", ".join(f"{lab} -> {w!r}" for lab, w in
+                                          zip(info["labels"], info["label_words"],
+                                              strict=True)))
+    out.print(f"template: {info['templates'][0]!r}")
+    for o in info["overlap"]:
+        out.print(f"[bold red]overlap[/]: {o['count']} of {o['of']} {o['held_out']} texts are "
+                  f"also in {o['fit']} (e.g. {o['example']!r})")
+    if not info["overlap"]:
+        out.print("no text is shared between splits")
+    for note in info["notes"].values():
+        out.print(f"note: {note}")

@@ -7,7 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
-from blackbox.cli.common import emit
+from blackbox.cli.common import (
+    AllowOverlapOpt,
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
+    DevOpt,
+    LabelsOpt,
+    LabelWordsOpt,
+    TaskOpt,
+    TaskSpecOpt,
+    TestOpt,
+    TrainOpt,
+    backend_config,
+    emit,
+    task_option,
+)
 
 decode_app = typer.Typer(
     name="decode",
@@ -28,7 +42,16 @@ def _backend_cfg(backend: str | None, model: str) -> dict[str, Any] | None:
 
 @decode_app.command("fit")
 def fit_cmd(
-    task: Annotated[str, typer.Option(help="Task name (bbx ls tasks).")] = "sst-2",
+    task: TaskOpt = "sst-2",
+    train: TrainOpt = None,
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    labels: LabelsOpt = None,
+    label_words: LabelWordsOpt = None,
+    task_spec: TaskSpecOpt = None,
+    template: Annotated[str | None, typer.Option(
+        help="Own data: the template, with {text} (and {prompt}).")] = None,
+    allow_overlap: AllowOverlapOpt = False,
     shots: Annotated[int, typer.Option(help="Labelled examples per class (train; dev same).")]
     = 16,
     seed: Annotated[int, typer.Option(help="Seed (k-shot split, decoder init).")] = 42,
@@ -47,9 +70,12 @@ def fit_cmd(
     logprobs_from_hidden: Annotated[bool, typer.Option(
         help="Local backend: read label-word log-probs off the hidden states (one forward "
              "pass per example and prompt instead of two; same numbers).")] = False,
-    backend: Annotated[str, typer.Option(help="Backend kind: local | fake.")] = "local",
-    model: Annotated[str, typer.Option(help="Local model: 'default', an HF folder or .gguf.")]
-    = "default",
+    backend: Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
+    = "local",
+    model: Annotated[str, typer.Option(help="Local model: 'default', an HF folder or .gguf; "
+                                       "remote: the model name.")] = "default",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
     max_queries: Annotated[int | None, typer.Option(help="Query budget (uncached).")] = None,
     output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -58,20 +84,25 @@ def fit_cmd(
     """Fit a decoder on a k-shot split and save it (a small .safetensors file)."""
     from blackbox.api import decode_fit
 
-    result = decode_fit(task=task, shots=shots, seed=seed, prompts=prompts, decoder=decoder,
+    result = decode_fit(task=task_option(task, train, dev, test, labels, label_words, task_spec,
+                                         template),
+                        allow_overlap=allow_overlap, shots=shots, seed=seed, prompts=prompts,
+                        decoder=decoder,
                         neighbours=neighbours, compare=list(compare or []),
                         test_limit=test_limit, decoder_out=str(out) if out else None,
                         logprobs_from_hidden=logprobs_from_hidden,
-                        backend=_backend_cfg(backend, model), output_dir=output_dir,
-                        budget={"max_queries": max_queries}, progress=progress)
+                        backend=backend_config(backend, model, base_url, api_key_env),
+                        output_dir=output_dir, budget={"max_queries": max_queries},
+                        progress=progress)
     emit(result.summary, result.run_dir, json_out)
 
 
 @decode_app.command("predict")
 def predict_cmd(
     decoder: Annotated[Path, typer.Option(help="The decoder file bbx decode fit saved.")],
-    input: Annotated[Path, typer.Option("--input", help="JSONL: one {\"text\": ...} per line "
-                                        "(an optional \"label\" adds accuracy).")],
+    input: Annotated[Path, typer.Option("--input", help="Texts to label: CSV, TSV, JSONL "
+                                        "(a text column; a label column adds accuracy) or "
+                                        ".txt (one per line).")],
     output: Annotated[Path | None, typer.Option(help="Also write predictions.jsonl here.")]
     = None,
     backend: Annotated[str | None, typer.Option(

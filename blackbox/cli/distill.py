@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from blackbox.cli.common import emit
+from blackbox.cli.common import (
+    AllowOverlapOpt,
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
+    DevOpt,
+    LabelsOpt,
+    LabelWordsOpt,
+    TaskOpt,
+    TaskSpecOpt,
+    TestOpt,
+    TrainOpt,
+    backend_config,
+    emit,
+    task_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +30,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("distill")
     def distill_cmd(
-        task: Annotated[str, typer.Option(help="Task name (bbx ls tasks).")] = "sst-2",
+        task: TaskOpt = "sst-2",
+        train: TrainOpt = None,
+        dev: DevOpt = None,
+        test: TestOpt = None,
+        labels: LabelsOpt = None,
+        label_words: LabelWordsOpt = None,
+        task_spec: TaskSpecOpt = None,
+        template: Annotated[str | None, typer.Option(
+            help="Own data: the template, with {text} (and {prompt}).")] = None,
+        allow_overlap: AllowOverlapOpt = False,
         shots: Annotated[int, typer.Option(help="Gold examples per class (the seed).")] = 16,
         workers: Annotated[int, typer.Option(help="Few-shot LLM workers.")] = 3,
         acquisition: Annotated[str, typer.Option(
@@ -37,9 +60,13 @@ def register(app: typer.Typer) -> None:
         eval_workers: Annotated[bool, typer.Option(
             help="Also score the workers on the evaluation set (costs queries).")] = True,
         seed: Annotated[int, typer.Option(help="Seed (k-shot split, workers, pool split).")] = 42,
-        backend: Annotated[str, typer.Option(help="Backend kind: local | fake.")] = "local",
+        backend: Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
+        = "local",
         model: Annotated[str, typer.Option(help="Local model: 'default' (SmolLM2-135M), an HF "
-                                           "folder or a .gguf file.")] = "default",
+                                           "folder or a .gguf file; remote: the model name.")]
+        = "default",
+        base_url: BaseUrlOpt = None,
+        api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
         max_queries: Annotated[int | None, typer.Option(
             help="Hard cap on paid backend calls of any kind.")] = None,
         output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
@@ -53,13 +80,13 @@ def register(app: typer.Typer) -> None:
         """
         from blackbox.api import distill
 
-        backend_cfg: dict[str, Any] = {"kind": backend}
-        if backend == "local":
-            backend_cfg["model"] = model
+        backend_cfg = backend_config(backend, model, base_url, api_key_env)
         optional = {"aggregation": aggregation, "demos_per_class": demos_per_class,
                     "pool_file": None if pool is None else str(pool)}
         result = distill(
-            task=task, shots=shots, workers=workers, acquisition=acquisition, batch=batch,
+            task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
+            allow_overlap=allow_overlap, shots=shots, workers=workers, acquisition=acquisition,
+            batch=batch,
             budget=budget, seed=seed, backend=backend_cfg, progress=progress,
             pool_limit=pool_limit, eval_limit=eval_limit, eval_workers=eval_workers,
             output_dir=output_dir, max_queries=max_queries,

@@ -7,11 +7,25 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from blackbox.cli.common import emit
+from blackbox.cli.common import (
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
+    DevOpt,
+    LabelsOpt,
+    LabelWordsOpt,
+    TaskOpt,
+    TaskSpecOpt,
+    TestOpt,
+    TrainOpt,
+    backend_config,
+    emit,
+    render_task_check,
+    task_option,
+)
 from blackbox.errors import BbxError
 
 app = typer.Typer(
@@ -45,12 +59,19 @@ def run_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    task: Annotated[str, typer.Option(help="Task name (bbx ls tasks).")] = "sst-2",
+    task: TaskOpt = "sst-2",
+    train: TrainOpt = None,
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    labels: LabelsOpt = None,
+    label_words: LabelWordsOpt = None,
+    task_spec: TaskSpecOpt = None,
     split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
     template: Annotated[str, typer.Option(help="Template index or a template with {text}.")] = "0",
     prompt: Annotated[str, typer.Option(help="A prompt placed before the template.")] = "",
-    limit: Annotated[int | None, typer.Option(help="Evaluate a seeded subset of N.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed (subset, k-shot splits).")] = 42,
+    limit: Annotated[int | None, typer.Option(help="Evaluate a seeded subset of N (the same "
+                                              "items every method scores).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed (k-shot splits).")] = 42,
     shots: Annotated[int, typer.Option(help="Shots per class for train/dev splits.")] = 16,
     backend: BackendOpt = "local",
     model: ModelOpt = "default",
@@ -58,29 +79,65 @@ def eval_cmd(
     output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    base_url: Annotated[str | None, typer.Option(
-        help="Remote backend: the server's URL (default $OPENAI_BASE_URL).")] = None,
-    api_key_env: Annotated[str, typer.Option(
-        help="Remote backend: NAME of the env var holding the key.")] = "OPENAI_API_KEY",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
 ) -> None:
     """Accuracy of a template (+ optional prompt) on a task split, through any backend."""
     from blackbox.api import run_recipe
     from blackbox.recipes import parse_recipe
 
-    backend_cfg: dict[str, Any] = {"kind": backend}
-    if backend == "local":
-        backend_cfg["model"] = model
-    elif backend == "remote":
-        backend_cfg.update(base_url=base_url, api_key_env=api_key_env,
-                           model=None if model == "default" else model)
     recipe = parse_recipe({
-        "method": "eval", "task": task, "split": split, "prompt": prompt, "limit": limit,
-        "seed": seed, "shots": shots, "backend": backend_cfg, "output_dir": output_dir,
+        "method": "eval", "split": split, "prompt": prompt, "limit": limit,
+        "task": task_option(task, train, dev, test, labels, label_words, task_spec),
+        "seed": seed, "shots": shots, "output_dir": output_dir,
+        "backend": backend_config(backend, model, base_url, api_key_env),
         "template": int(template) if template.isdigit() else template,
         "budget": {"max_queries": max_queries},
     }, source="bbx eval")
     result = run_recipe(recipe, progress=progress)
     emit(result.summary, result.run_dir, json_out)
+
+
+task_app = typer.Typer(name="task", help="Your own task: check what bbx reads from its files.",
+                       no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+
+@task_app.command("check")
+def task_check_cmd(
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Data files named train.*, dev.*, test.*, pool.* (or use the options).")] = None,
+    task: TaskOpt = "sst-2",
+    train: TrainOpt = None,
+    dev: DevOpt = None,
+    test: TestOpt = None,
+    labels: LabelsOpt = None,
+    label_words: LabelWordsOpt = None,
+    task_spec: TaskSpecOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed (the dev split drawn from train).")] = 42,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Print what bbx understood of a task: classes, counts per split, repeated texts, texts
+    shared between splits. A registered task name works too."""
+    import json
+
+    from blackbox.api import check_task
+
+    named: dict[str, Path] = {}
+    for f in files or []:
+        split = f.name.split(".")[0].lower()
+        if split not in ("train", "dev", "test", "pool"):
+            raise BbxError(f"bbx task check: cannot tell which split {f} is: name it train.*, "
+                           "dev.*, test.* or pool.*, or pass it with --train/--dev/--test")
+        named[split] = f
+    spec = task_option(task, train or named.get("train"), dev or named.get("dev"),
+                       test or named.get("test"), labels, label_words, task_spec,
+                       pool=named.get("pool"))
+    info = check_task(spec, seed=seed)
+    if json_out:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        render_task_check(info)
 
 
 @app.command("report")
@@ -101,15 +158,31 @@ def report_cmd(
 
 @app.command("ls")
 def ls_cmd(
-    what: Annotated[str, typer.Argument(help="optimizers | backends | tasks | recipes | methods")]
-    = "all",
+    what: Annotated[str, typer.Argument(
+        help="optimizers | backends | tasks | recipes | methods | runs")] = "all",
+    runs_dir: Annotated[Path, typer.Option(help="With 'runs': where run directories are.")]
+    = Path("results/runs"),
 ) -> None:
-    """List what is available: optimizers, backends, tasks, methods, recipes."""
+    """List what is available: optimizers, backends, tasks, methods, recipes; or the runs
+    under --runs-dir with their status (finished, failed, incomplete)."""
     from blackbox.api import list_available
 
+    if what == "runs":
+        from blackbox.runs import iter_runs
+
+        runs = iter_runs(runs_dir)
+        if not runs:
+            typer.echo(f"no run directories under {runs_dir}")
+        for run in runs:
+            summary = run["summary"] or {}
+            acc = summary.get("accuracy", (summary.get("test") or {}).get("accuracy"))
+            detail = (f"accuracy {acc:.4f}" if isinstance(acc, float)
+                      else summary.get("error", ""))
+            typer.echo(f"{run['status']:<10} {Path(run['path']).name}  {detail}")
+        return
     lists = list_available()
     if what != "all" and what not in lists:
-        raise BbxError(f"bbx ls: unknown list '{what}': use one of {', '.join(lists)}")
+        raise BbxError(f"bbx ls: unknown list '{what}': use one of {', '.join(lists)}, runs")
     for name, items in lists.items():
         if what in ("all", name):
             typer.echo(f"{name}:")

@@ -7,7 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from blackbox.cli.common import console, emit
+from blackbox.cli.common import (
+    AllowOverlapOpt,
+    DevOpt,
+    LabelsOpt,
+    LabelWordsOpt,
+    TaskOpt,
+    TaskSpecOpt,
+    TestOpt,
+    TrainOpt,
+    console,
+    emit,
+    task_option,
+)
 
 zoo_app = typer.Typer(name="zoo", help="The adapter repository bbx merge searches over.",
                       no_args_is_help=True)
@@ -80,7 +92,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("merge")
     def merge_cmd(
-        task: Annotated[str, typer.Option(help="Target task (bbx ls tasks).")] = "sst-2",
+        task: TaskOpt = "sst-2",
+        train: TrainOpt = None,
+        dev: DevOpt = None,
+        test: TestOpt = None,
+        labels: LabelsOpt = None,
+        label_words: LabelWordsOpt = None,
+        task_spec: TaskSpecOpt = None,
+        template: Annotated[str | None, typer.Option(
+            help="Own data: the template, with {text} (and {prompt}).")] = None,
+        allow_overlap: AllowOverlapOpt = False,
         variant: Annotated[str, typer.Option(
             help="evo | evo-no-sign | evo-no-denoise | evo-no-scale | lorahub | uniform | "
                  "best-single | base | ties | dare")] = "evo",
@@ -129,7 +150,9 @@ def register(app: typer.Typer) -> None:
         elif backend == "remote":
             cfg.update(base_url=base_url, api_key_env=api_key_env)
         stage = {"optimizer": optimizer, "popsize": popsize}
-        result = merge(task=task, variant=variant, seed=seed,
+        result = merge(task=task_option(task, train, dev, test, labels, label_words, task_spec,
+                                        template),
+                       allow_overlap=allow_overlap, variant=variant, seed=seed,
                        adapters=list(adapter) if adapter else None,
                        user_examples=user_examples, test_limit=test_limit, backend=cfg,
                        max_queries=max_queries, run_dir=run_dir, progress=progress,

@@ -7,7 +7,22 @@ from typing import Annotated, Any
 
 import typer
 
-from blackbox.cli.common import console, emit
+from blackbox.cli.common import (
+    AllowOverlapOpt,
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
+    DevOpt,
+    LabelsOpt,
+    LabelWordsOpt,
+    TaskOpt,
+    TaskSpecOpt,
+    TestOpt,
+    TrainOpt,
+    backend_config,
+    console,
+    emit,
+    task_option,
+)
 
 
 def render_claps(summary: dict[str, Any], run_dir: Path | str) -> None:
@@ -47,7 +62,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("search-prompt")
     def search_prompt_cmd(
-        task: Annotated[str, typer.Option(help="Task name (bbx ls tasks).")] = "sst-2",
+        task: TaskOpt = "sst-2",
+        train: TrainOpt = None,
+        dev: DevOpt = None,
+        test: TestOpt = None,
+        labels: LabelsOpt = None,
+        label_words: LabelWordsOpt = None,
+        task_spec: TaskSpecOpt = None,
+        allow_overlap: AllowOverlapOpt = False,
         shots: Annotated[int, typer.Option(help="Examples per class in train and dev.")] = 16,
         seed: Annotated[int, typer.Option(help="Seed (k-shot split, train batch, search).")]
         = 42,
@@ -73,9 +95,13 @@ def register(app: typer.Typer) -> None:
             help="Template index, or a template with {text} (and {prompt}).")] = "0",
         test_limit: Annotated[int | None, typer.Option(
             help="Score the winner on a fixed seeded test subset of N.")] = None,
-        backend: Annotated[str, typer.Option(help="Backend kind: local | fake.")] = "local",
+        backend: Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
+        = "local",
         model: Annotated[str, typer.Option(help="Local model: 'default' (SmolLM2-135M), an HF "
-                                           "folder or a .gguf file.")] = "default",
+                                           "folder or a .gguf file; remote: the model name.")]
+        = "default",
+        base_url: BaseUrlOpt = None,
+        api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
         max_queries: Annotated[int | None, typer.Option(
             help="Hard cap on paid backend calls of any kind.")] = None,
         run_dir: Annotated[Path | None, typer.Option(
@@ -94,11 +120,10 @@ def register(app: typer.Typer) -> None:
         """
         from blackbox.api import search_prompt
 
-        backend_cfg: dict[str, Any] = {"kind": backend}
-        if backend == "local":
-            backend_cfg["model"] = model
+        backend_cfg = backend_config(backend, model, base_url, api_key_env)
         result = search_prompt(
-            task=task, shots=shots, seed=seed, search=search, budget=budget,
+            task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
+            allow_overlap=allow_overlap, shots=shots, seed=seed, search=search, budget=budget,
             clusters=clusters, percentile=percentile, length=length, prune=prune,
             backend=backend_cfg, max_queries=max_queries, run_dir=run_dir, progress=progress,
             train_batch=train_batch, test_limit=test_limit, output_dir=output_dir,

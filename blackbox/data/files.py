@@ -170,16 +170,18 @@ def label_indices(table: Table, labels: Sequence[str]) -> list[int]:
 
 
 def infer_labels(tables: Sequence[Table]) -> tuple[str, ...]:
-    """Class names from the files' labels, sorted; integer labels cannot name themselves."""
+    """Class names from the files' labels, sorted (any case folds to one name); labels that
+    are indices refer to those names, and indices alone cannot name the classes."""
     seen = {lab for t in tables for lab in t.raw_labels if lab is not None}
     if not seen:
         raise BbxError("no labels in the data files: give every training row a 'label'")
-    if all(_as_index(lab) is not None for lab in seen):
+    named = {lab for lab in seen if _as_index(lab) is None}
+    if not named:
         n = max(_as_index(lab) or 0 for lab in seen) + 1
         raise BbxError(f"the labels are class indices (0..{n - 1}): name the {n} classes in "
                        "index order with --labels (e.g. --labels negative,positive) or "
                        "labels: in the task spec")
     names: dict[str, str] = {}
-    for lab in sorted(seen):
+    for lab in sorted(named):
         names.setdefault(lab.casefold(), lab)
     return tuple(sorted(names.values(), key=str.casefold))

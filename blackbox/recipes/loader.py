@@ -100,8 +100,14 @@ def _walk(model: type[RecipeBase], loc: tuple[Any, ...]) -> tuple[list[str], Any
         if isinstance(node, list):  # a union: the part is its tag (a backend kind, say)
             match = [m for m in node if m is not None and m.model_fields.get("kind") and
                      m.model_fields["kind"].default == part]
+            # an untagged union (task: a name or a TaskSpec) is tagged by the member's
+            # schema, e.g. 'function-after[_files_given(), TaskSpec]'
+            match = match or [m for m in node if m is not None and str(part).endswith(
+                f"{m.__name__}]") or str(part) == getattr(m, "__name__", None)]
             node = match[0] if match else None
             continue
+        if isinstance(part, str) and node is None and shown and part in ("str", "int"):
+            continue  # the plain-scalar member of a union: not a key
         shown.append(str(part))
         node = None
     return shown, node

@@ -165,7 +165,9 @@ class RecipeBase(Strict):
     @classmethod
     def _known_task(cls, v: str | TaskSpec) -> str | TaskSpec:
         if isinstance(v, str) and v not in TASKS:
-            raise ValueError(f"unknown task '{v}'{did_you_mean(v, list(TASKS))}")
+            raise ValueError(f"unknown task '{v}'{did_you_mean(v, list(TASKS))}; for your own "
+                             "data give files instead (--train FILE --test FILE on the command "
+                             "line, task: {train: FILE, test: FILE} in a recipe)")
         return v
 
     def get_task(self) -> Task:

@@ -50,10 +50,10 @@ class MergeRecipe(RecipeBase):
     The user's data is ``user_examples`` examples drawn (with the recipe seed, stratified:
     spread evenly over the classes) from the target task's train and dev splits; the test
     split (or its ``test_limit`` subset, the same for every seed) is scored. Stage 2 is kept
-    only if its best mixture fits the user's examples better than stage 1's. The loss is the mean cross-entropy of the gold
-    label word (log-probs normalized over the task's label words) plus ``l1`` · mean|x| of
-    the searched vector. The official defaults (paper: 300 examples, 400 + 800 evaluations)
-    are the stage defaults here; the results scripts scale them down for a CPU.
+    only if its best mixture fits the user's examples better than stage 1's. The loss is
+    the mean cross-entropy of the gold label word (log-probs normalized over the task's
+    label words) plus ``l1`` · mean|x| of the searched vector. The official defaults
+    (paper: 300 examples, 400 + 800 evaluations) are the stage defaults here; the results scripts scale them down for a CPU.
     """
 
     method: Literal["merge"] = "merge"
