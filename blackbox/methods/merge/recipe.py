@@ -53,7 +53,8 @@ class MergeRecipe(RecipeBase):
     only if its best mixture fits the user's examples better than stage 1's. The loss is
     the mean cross-entropy of the gold label word (log-probs normalized over the task's
     label words) plus ``l1`` · mean|x| of the searched vector. The official defaults
-    (paper: 300 examples, 400 + 800 evaluations) are the stage defaults here; the results scripts scale them down for a CPU.
+    (paper: 300 examples, 400 + 800 evaluations) are the stage defaults here; the results
+    scripts scale them down for a CPU.
     """
 
     method: Literal["merge"] = "merge"
