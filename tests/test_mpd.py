@@ -170,9 +170,9 @@ def test_fit_save_load_predict_round_trip(tmp_path: Path) -> None:
     # predict the evaluated texts again from the file: the same probabilities come back
     rows = [json.loads(x) for x in (fit.run_dir / "predictions.jsonl").read_text().splitlines()]
     from blackbox.data import get_task, load_split
-    from blackbox.data.datasets import test_subset
+    from blackbox.data.datasets import seeded_subset
 
-    texts = [e.text for e in test_subset(load_split(get_task("sst-2"), "test"), 24)]
+    texts = [e.text for e in seeded_subset(load_split(get_task("sst-2"), "test"), 24)]
     assert [t[:200] for t in texts] == [r["text"] for r in rows]
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps({"text": t, "label": r["gold"]}) + "\n"

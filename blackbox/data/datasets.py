@@ -91,7 +91,7 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, tag])
 
 
-def test_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
+def seeded_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
     """The seeded subset of ``limit`` examples every method scores (all when ``limit`` is None).
 
     One function for every method: the same ``limit`` and ``seed`` pick the same items in

@@ -115,6 +115,10 @@ def _walk(model: type[RecipeBase], loc: tuple[Any, ...]) -> tuple[list[str], Any
 
 def _explain(err: ValidationError, model: type[RecipeBase], source: str) -> BbxError:
     errors = err.errors()
+    # a mapping given for an untagged union (task: a name or a spec) fails the scalar member
+    # too: that error says nothing the member's own errors do not
+    deeper = [e for e in errors if not (len(e["loc"]) >= 2 and e["loc"][-1] in ("str", "int"))]
+    errors = deeper or errors
     # an unknown key is the likeliest root cause: report it first
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     shown, _ = _walk(model, tuple(first["loc"]))

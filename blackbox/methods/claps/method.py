@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from blackbox.data import load_split
-from blackbox.data.datasets import test_subset
+from blackbox.data.datasets import seeded_subset
 from blackbox.errors import BbxError, BudgetExceeded
 from blackbox.methods.base import RunContext
 from blackbox.methods.claps.cluster import cached_clusters
@@ -45,7 +45,7 @@ class _Run:
         self.template = recipe.template_text()
         train = load_split(self.task, "train", recipe.shots, recipe.seed)
         self.dev = load_split(self.task, "dev", recipe.shots, recipe.seed)
-        self.test_set = test_subset(load_split(self.task, "test", recipe.shots, recipe.seed),
+        self.test_set = seeded_subset(load_split(self.task, "test", recipe.shots, recipe.seed),
                                     recipe.test_limit, recipe.test_seed)
         # refuse before paying for anything: the search must not see a test text
         ctx.check_leak({"train": train, "dev": self.dev}, {"test": self.test_set})

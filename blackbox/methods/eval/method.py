@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from blackbox.data import load_split
-from blackbox.data.datasets import test_subset
+from blackbox.data.datasets import seeded_subset
 from blackbox.data.tasks import render
 from blackbox.methods.base import RunContext
 from blackbox.methods.eval.recipe import EvalRecipe
@@ -26,7 +26,7 @@ def run(recipe: EvalRecipe, ctx: RunContext) -> dict[str, Any]:
     task = recipe.get_task()
     template = recipe.template_text()
     full = load_split(task, recipe.split, recipe.shots, recipe.seed)
-    examples = test_subset(full, recipe.limit, recipe.test_seed)
+    examples = seeded_subset(full, recipe.limit, recipe.test_seed)
     prompts = [render(template, e.text, recipe.prompt, task.max_words) for e in examples]
     gold = np.array([e.label for e in examples])
     with ctx.progress() as bar:

@@ -23,7 +23,7 @@ import numpy as np
 
 from blackbox.data import Example, Task, load_split
 from blackbox.data.datasets import read_texts as _read_texts
-from blackbox.data.datasets import test_subset
+from blackbox.data.datasets import seeded_subset
 from blackbox.data.leak import normalize
 from blackbox.errors import BbxError
 
@@ -91,7 +91,7 @@ def make_splits(task: Task, shots: int, seed: int, rng_split: np.random.Generato
     pool_labels = np.asarray(pool_labels, dtype=np.int64)[keep]
     pick = _subset(len(pool_texts), pool_limit, rng_subset)
     pool_texts, pool_labels = [pool_texts[i] for i in pick], pool_labels[pick]
-    evalset = test_subset(evalset, eval_limit, test_seed)
+    evalset = seeded_subset(evalset, eval_limit, test_seed)
     if not pool_texts:
         raise BbxError(f"task '{task.name}': the unlabelled pool is empty (after dropping the "
                        "gold examples): give a pool file with other texts")

@@ -17,7 +17,7 @@ import numpy as np
 
 from blackbox.backends.base import Adapter
 from blackbox.data import Example, load_split
-from blackbox.data.datasets import test_subset
+from blackbox.data.datasets import seeded_subset
 from blackbox.data.tasks import Task, render
 from blackbox.errors import BbxError
 from blackbox.methods.scoring import accuracy, class_log_probs
@@ -30,7 +30,7 @@ def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
 
     The user's examples are a seeded, stratified draw from the task's train and dev splits
     (``user_examples`` in all, spread evenly over the classes); the scored ones are the test
-    split (or its ``test_limit`` subset, :func:`~blackbox.data.datasets.test_subset`).
+    split (or its ``test_limit`` subset, :func:`~blackbox.data.datasets.seeded_subset`).
     """
     pool = load_split(task, "train", 16, seed) + load_split(task, "dev", 16, seed)
     rng = child_rng(seed, "merge-user-examples")
@@ -45,7 +45,7 @@ def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
                            f"{task.n_classes} classes): lower user_examples")
         chosen.extend(rng.choice(idx, size=k, replace=False).tolist())
     user = [pool[i] for i in sorted(chosen)]
-    return user, test_subset(load_split(task, "test"), test_limit, test_seed)
+    return user, seeded_subset(load_split(task, "test"), test_limit, test_seed)
 
 
 def prompts_of(task: Task, template: int, examples: Sequence[Example]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from blackbox.data import load_split
-from blackbox.data.datasets import read_texts, test_subset
+from blackbox.data.datasets import read_texts, seeded_subset
 from blackbox.data.tasks import Task
 from blackbox.errors import BbxError
 from blackbox.methods.base import RunContext
@@ -129,7 +129,7 @@ def _fit(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
               "dev": load_split(task, "dev", recipe.shots, recipe.seed)}
     ev = recipe.eval_split
     if ev not in splits:
-        splits[ev] = test_subset(load_split(task, ev, recipe.shots, recipe.seed),
+        splits[ev] = seeded_subset(load_split(task, ev, recipe.shots, recipe.seed),
                                  recipe.test_limit, recipe.test_seed)
         ctx.check_leak({"train": splits["train"], "dev": splits["dev"]}, {ev: splits[ev]})
     else:
