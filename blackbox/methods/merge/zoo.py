@@ -7,7 +7,8 @@ o, gate, up, down; as the paper's pool), trained as a causal LM on **the label w
 task template** — exactly the next-token read that the merge loss scores — so an adapter is
 a "model for its task" in the same prompt format a user of the target task sends.
 
-Held out of the zoo (never a source task): ``sst-2`` and ``trec``, the merge targets.
+Held out of the zoo: ``sst-2`` and ``trec``, the merge targets: never their test splits, nor
+the train/dev files the merge grid's seeds draw user examples from.
 ``mr`` is a source task but only in a *variant* (another template, other label words): an
 ``mr`` adapter in sst-2's own template and words would be sst-2 in all but name.
 
@@ -45,27 +46,45 @@ HELD_OUT = ("sst-2", "trec")  # merge targets: no adapter ever trains on them
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """One zoo adapter: a source task, which of its templates, optional other label words."""
+    """One zoo adapter: a source task, which of its templates, optional other label words,
+    and where its texts come from: the source task's test split (BBC News: its pool), or,
+    with ``seeds``, the 16-shot train and dev files of those seeds (the only way a merge
+    target's own kind of data enters the zoo: files its grid seeds never draw from)."""
 
     name: str
     task: str
     template: int = 0
     label_words: tuple[str, ...] | None = None  # None: the task's own verbalizer
+    seeds: tuple[int, ...] | None = None
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view (for the zoo manifest)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
-#: The default zoo: 5 adapters over 4 source tasks, with template and verbalizer variants
-#: (5, not more: one adapter takes 6-16 min of this busy 2-core CPU at 100 steps; longer
-#: texts (AG News, BBC) cost the most).
+#: The merge grid's seeds: their user examples (train/dev files) never enter the zoo.
+MERGE_SEEDS = (13, 42, 87)
+
+#: The default zoo: 12 adapters. Related to sst-2 (sentiment): four, on MR's test set and
+#: SST-5's few-shot files (SST's train split), in other templates and words. Related to trec
+#: (question type): two, on TREC's 16-shot files of seeds 21 and 100 (TREC's train split).
+#: Unrelated: AG News and BBC News variants. Every source text equal to a target's test
+#: text or grid user example is dropped before training (see the module docstring).
 DEFAULT_ZOO: tuple[AdapterSpec, ...] = (
-    AdapterSpec("sst5-t0", "sst-5", 0),
-    AdapterSpec("agnews-t0", "agnews", 0),
     AdapterSpec("mr-t1-goodbad", "mr", 1, (" bad", " good")),
-    AdapterSpec("bbc-t0", "bbc-news", 0),
     AdapterSpec("mr-t2-noyes", "mr", 2, (" No", " Yes")),
+    AdapterSpec("mr-t0-terriblegreat", "mr", 0, (" terrible", " great")),
+    AdapterSpec("sst5-t0", "sst-5", 0, None, (13, 21, 42, 87, 100)),
+    AdapterSpec("sst5-t2", "sst-5", 2, None, (13, 21, 42, 87, 100)),
+    AdapterSpec("trec21-t1", "trec", 1, None, (21,)),
+    AdapterSpec("trec100-t2-lower", "trec", 2, (" description", " entity", " expression",
+                                                " person", " place", " number"), (100,)),
+    AdapterSpec("agnews-t0", "agnews", 0),
+    AdapterSpec("agnews-t2", "agnews", 2),
+    AdapterSpec("agnews-t1-lower", "agnews", 1, (" world", " sports", " business",
+                                                 " technology")),
+    AdapterSpec("bbc-t0", "bbc-news", 0),
+    AdapterSpec("bbc-t1", "bbc-news", 1),
 )
 
 
@@ -112,14 +131,14 @@ def target_texts(targets: tuple[str, ...] = HELD_OUT) -> dict[str, list[str]]:
     """The texts no adapter may train on: each merge target's test split and the train/dev
     files its user examples are drawn from (every shipped seed)."""
     from blackbox.data import get_task, load_split
-    from blackbox.data.datasets import FEWSHOT_SEEDS
 
     out: dict[str, list[str]] = {}
     for name in targets:
         task = get_task(name)
         out[f"{name} test"] = [e.text for e in load_split(task, "test")]
-        out[f"{name} train/dev"] = [e.text for seed in FEWSHOT_SEEDS for split in ("train", "dev")
-                                    for e in load_split(task, split, 16, seed)]
+        out[f"{name} user examples"] = [e.text for seed in MERGE_SEEDS
+                                        for split in ("train", "dev")
+                                        for e in load_split(task, split, 16, seed)]
     return out
 
 
@@ -132,15 +151,20 @@ def training_examples(spec: AdapterSpec, cfg: TrainConfig,
     from blackbox.data.leak import normalize
     from blackbox.data.tasks import render
 
-    if spec.task in HELD_OUT:
-        raise BbxError(f"adapter '{spec.name}' trains on '{spec.task}', a held-out merge target: "
-                       f"pick a source task other than {', '.join(HELD_OUT)}")
+    if spec.task in HELD_OUT and not spec.seeds:
+        raise BbxError(f"adapter '{spec.name}' trains on the test split of '{spec.task}', a "
+                       "held-out merge target: pick another source task, or few-shot files "
+                       f"(seeds other than {', '.join(map(str, MERGE_SEEDS))})")
     task = get_task(spec.task)
     words = spec.label_words or task.label_words
     if len(words) != task.n_classes:
         raise BbxError(f"adapter '{spec.name}': {len(words)} label words for "
                        f"{task.n_classes} classes")
-    examples = load_split(task, "pool" if task.source == "bbc" else "test")
+    if spec.seeds:
+        examples = [e for seed in spec.seeds for split in ("train", "dev")
+                    for e in load_split(task, split, 16, seed)]
+    else:
+        examples = load_split(task, "pool" if task.source == "bbc" else "test")
     dropped: dict[str, int] = {}
     for name, texts in (exclude or {}).items():
         keys = {normalize(t) for t in texts}
