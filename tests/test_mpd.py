@@ -16,6 +16,7 @@ from blackbox.backends.base import Capabilities
 from blackbox.backends.fake import FakeBackend
 from blackbox.errors import BbxError
 from blackbox.methods.mpd.bundle import load_decoder
+from blackbox.methods.mpd.decoders import DecoderSpec
 from blackbox.methods.mpd.features import _pick_neighbours, expand_label_words, flatten
 from blackbox.methods.mpd.scores import calibrated_scores, zero_shot_scores
 from blackbox.recipes import parse_recipe
@@ -151,13 +152,17 @@ def _fit(tmp_path: Path, **fields):
 
 
 def test_fit_save_load_predict_round_trip(tmp_path: Path) -> None:
-    fit = _fit(tmp_path, neighbours=3, compare=["zero-shot", "dect", "mpd-mean", "mpd-nocal",
-                                                "mpd-1word"])
+    fit = _fit(tmp_path, neighbours=3, compare=["zero-shot", "zero-shot-cal", "dect", "mpd-mean",
+                                                "mpd-nocal", "mpd-1word"])
     s = fit.summary
     assert s["decoder"] == "mpd" and s["n_train"] == 8 and s["n_eval"] == 24
-    assert set(s["variants"]) == {"mpd", "zero-shot", "dect", "mpd-mean", "mpd-nocal",
-                                  "mpd-1word"}
-    assert s["variants"]["dect"]["cal_weight"] == 0.25  # λ = 1 / shots
+    assert set(s["variants"]) == {"mpd", "zero-shot", "zero-shot-cal", "dect", "mpd-mean",
+                                  "mpd-nocal", "mpd-1word"}
+    # DecT's λ is tuned on dev over the same grid as MPD's β, not fixed at 1 / shots
+    dect = s["variants"]["dect"]
+    assert set(dect["dev_accuracy_by_beta"]) == {str(b) for b in DecoderSpec().betas}
+    assert dect["cal_weight"] in DecoderSpec().betas
+    assert s["variants"]["zero-shot-cal"]["queries_per_example"] == 3
     assert s["variants"]["mpd-nocal"]["cal_weight"] == 0.0
     assert s["queries_per_example"] == 6 and s["variants"]["dect"]["queries_per_example"] == 2
     assert s["fit_s"] < 10
@@ -287,3 +292,20 @@ def test_end_to_end_fit_on_the_real_model(tmp_path: Path) -> None:
     # model's own LM head rounds its logits to ~3 significant digits
     tol = 1e-3 if backend.placement.dtype == "float32" else 0.1
     assert np.allclose(derived, backend.label_logprobs(prompts, words), atol=tol)
+
+
+def test_dect_head_normalizes_and_starts_its_radii_from_the_data() -> None:
+    import torch
+
+    from blackbox.methods.mpd.decoders import _build_head
+
+    head = _build_head(DecoderSpec(kind="dect", proj_dim=8), 12, 3, seed=0)
+    h = torch.randn(9, 1, 12, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2] * 3)
+    z = head.project(h)
+    assert torch.allclose(z.norm(dim=1), torch.ones(9), atol=1e-6)  # features on the sphere
+    assert torch.allclose(head.protos.norm(dim=1), torch.ones(3), atol=1e-6)
+    head.init_radius(h, y)
+    d = torch.cdist(z, head.protos)
+    want = torch.stack([d[y == c, c].mean() for c in range(3)])
+    assert torch.allclose(head.radius.detach(), want)  # not zero: the mean class distance

@@ -83,19 +83,33 @@ def _build_head(spec: DecoderSpec, dim: int, n_classes: int, seed: int) -> Any:
             return spec.scale * s
 
     class DecTHead(nn.Module):
-        """Projection d→m (no bias), frozen random prototypes, learned radius per class:
-        logit_k = r_k − ‖W h − p_k‖ (DecT's distance score)."""
+        """DecT's head (Cui et al. 2023): projection d→m (no bias), L2-normalized, frozen
+        random unit prototypes, a learned radius per class: logit_k = r_k − ‖z − p_k‖.
+        The radii start from the data (:func:`init_radius`), not from zero."""
 
         def __init__(self) -> None:
             super().__init__()
             w = torch.empty(spec.proj_dim, dim).uniform_(-bound, bound, generator=gen)
             self.proj = nn.Parameter(w)
-            self.register_buffer("protos", torch.randn(n_classes, spec.proj_dim, generator=gen))
+            protos = torch.randn(n_classes, spec.proj_dim, generator=gen)
+            self.register_buffer("protos", protos / protos.norm(dim=1, keepdim=True))
             self.radius = nn.Parameter(torch.zeros(n_classes))
 
+        def project(self, h: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.normalize(h[:, 0] @ self.proj.T, dim=1)
+
         def forward(self, h: torch.Tensor) -> torch.Tensor:
-            z = h[:, 0] @ self.proj.T
-            return self.radius - torch.cdist(z, self.protos)
+            return self.radius - torch.cdist(self.project(h), self.protos)
+
+        def init_radius(self, h: torch.Tensor, y: torch.Tensor) -> None:
+            """Each class's radius: the mean distance of its training examples to its
+            prototype under the initial projection."""
+            with torch.no_grad():
+                d = torch.cdist(self.project(h), self.protos)
+                for c in range(n_classes):
+                    rows = d[y == c, c]
+                    if len(rows):
+                        self.radius[c] = rows.mean()
 
     return MPDHead() if spec.kind == "mpd" else DecTHead()
 
@@ -210,7 +224,9 @@ def _adam(params: list[Any], lr: float, b1: float = 0.9, b2: float = 0.999,
 def fit_decoder(spec: DecoderSpec, train: Features, y_train: np.ndarray, dev: Features,
                 y_dev: np.ndarray, cf: np.ndarray, groups: list[list[int]], n_classes: int,
                 shots: int, seed: int) -> Decoder:
-    """Train the head on ``train``; pick β on ``dev`` (MPD) or set λ = 1/shots (DecT)."""
+    """Train the head on ``train``; pick the calibrated score's weight (MPD's β, DecT's λ)
+    on ``dev`` from ``spec.betas`` (1 when there is no dev split). ``shots`` is kept for
+    callers; the weight no longer depends on it."""
     import torch
 
     t0 = time.perf_counter()
@@ -220,6 +236,8 @@ def fit_decoder(spec: DecoderSpec, train: Features, y_train: np.ndarray, dev: Fe
     head = _build_head(spec, dim, n_classes, seed)
     h = torch.from_numpy((train.hidden - mean) / std)
     y = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    if spec.kind == "dect":
+        head.init_radius(h, y)
     params = [p for p in head.parameters() if p.requires_grad]
     step = _adam(params, spec.lr)
     with _one_thread():
@@ -234,9 +252,8 @@ def fit_decoder(spec: DecoderSpec, train: Features, y_train: np.ndarray, dev: Fe
                   state, 0.0)
     info: dict[str, Any] = {"final_train_loss": round(float(loss.detach()), 4)}
     if spec.calibrate:
-        if spec.kind == "dect":
-            dec.cal_weight = 1.0 / shots
-        elif len(dev):
+        # DecT's λ and MPD's β: the same dev-tuned grid, so neither baseline is under-tuned
+        if len(dev):
             dec.cal_weight, info["dev_accuracy_by_beta"] = choose_weight(
                 dec.head_scores(dev), dec.cal_scores(dev), np.asarray(y_dev), spec.betas)
         else:

@@ -33,7 +33,7 @@ from blackbox.methods.mpd.features import (
     query_features,
 )
 from blackbox.methods.mpd.recipe import DecodeRecipe
-from blackbox.methods.mpd.scores import zero_shot_scores
+from blackbox.methods.mpd.scores import calibrated_scores, zero_shot_scores
 from blackbox.methods.scoring import accuracy, macro_f1
 from blackbox.runs import child_rng
 
@@ -87,7 +87,7 @@ def _variants(recipe: DecodeRecipe, n_prompts: int) -> tuple[str, dict[str, Vari
     main_name = next((n for n in CANONICAL if _variant(n, recipe, n_prompts) == main), "main")
     out = {main_name: main}
     for name in recipe.compare:
-        if name != "zero-shot" and name not in out:
+        if name not in ("zero-shot", "zero-shot-cal") and name not in out:
             out[name] = _variant(name, recipe, n_prompts)
     return main_name, out
 
@@ -159,6 +159,17 @@ def _fit(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
         results["zero-shot"] = {**_metrics(zs, y[ev], task.n_classes), "prompts": 1,
                                 "label_words_per_class": 1, "queries_per_example": 1,
                                 "fit_s": 0.0}
+    if "zero-shot-cal" in recipe.compare:
+        v = variants[main_name] if variants[main_name].spec.kind == "mpd" else \
+            _variant("mpd", recipe, len(all_templates))
+        words = [i for g in index for i in g[: v.words_per_class]]
+        zc = calibrated_scores(feats[ev].subset(v.prompts, words).logp,
+                               cf[v.prompts][:, words],
+                               flatten([g[: v.words_per_class] for g in groups])[1])
+        results["zero-shot-cal"] = {**_metrics(zc, y[ev], task.n_classes),
+                                    "prompts": len(v.prompts),
+                                    "label_words_per_class": v.words_per_class,
+                                    "queries_per_example": len(v.prompts), "fit_s": 0.0}
     fitted: dict[str, tuple[Decoder, Features]] = {}
     for name, v in variants.items():
         words = [i for g in index for i in g[: v.words_per_class]]

@@ -10,8 +10,11 @@ from blackbox.errors import BbxError
 from blackbox.recipes.schema import RecipeBase
 
 #: The decoders ``compare:`` can name. Each is trained on the same cached features as the
-#: main decoder, so a comparison costs training time only, never queries.
-VariantName = Literal["zero-shot", "dect", "mpd", "mpd-mean", "mpd-nocal", "mpd-1word"]
+#: main decoder, so a comparison costs training time only, never queries. ``zero-shot`` is
+#: the first prompt's raw label word; ``zero-shot-cal`` MPD's calibrated class scores over
+#: every prompt and label word with no trained decoder (what the decoder itself adds).
+VariantName = Literal["zero-shot", "zero-shot-cal", "dect", "mpd", "mpd-mean", "mpd-nocal",
+                      "mpd-1word"]
 
 
 class DecodeRecipe(RecipeBase):

@@ -50,3 +50,4 @@ def zero_shot_scores(logp: np.ndarray, groups: Sequence[Sequence[int]]) -> np.nd
     ``bbx eval`` computes for the same template."""
     first = [g[0] for g in groups]
     return _log_softmax(logp[:, 0, first], axis=1)
+
