@@ -207,7 +207,7 @@ def decode_fit(
     task: str | dict[str, Any] = "sst-2",
     shots: int = 16,
     seed: int = 42,
-    prompts: int = 3,
+    prompts: int | None = None,
     decoder: str = "mpd",
     backend: dict[str, Any] | None = None,
     decoder_out: str | Path | None = None,

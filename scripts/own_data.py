@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from blackbox.runs import iter_runs
+from blackbox.stats import format_diff, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(".bbx-cache") / "own-data"  # relative: saved recipes name no machine path
@@ -62,7 +64,10 @@ def commands(files: dict[str, Path]) -> dict[str, list[str]]:
         "zero-shot": ["eval", *own, "--limit", str(LIMIT)],
         "search-prompt": ["search-prompt", *own, "--clusters", "200", "--budget", "8000",
                           "--test-limit", str(LIMIT)],
-        "decode": ["decode", "fit", *own, "--test-limit", str(LIMIT)],
+        # MPD queries several prompts: three templates of the user's own
+        "decode": ["decode", "fit", *own, "--template", "{text} All in all, the movie was",
+                   "--template", "Text: {text}\nQuestion: Is this review positive or "
+                   "negative?\nAnswer:", "--test-limit", str(LIMIT)],
         "distill": ["distill", *own, "--pool", str(files["pool"]), "--budget", "600",
                     "--eval-limit", str(LIMIT)],
     }
@@ -77,7 +82,9 @@ def run_missing(files: dict[str, Path]) -> None:
         cmd = [sys.executable, "-m", "blackbox.cli.main", *args, "--no-progress",
                "--output-dir", str(RUNS / name), "--json"]
         print("bbx " + " ".join(args), flush=True)
-        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        # a response cache of its own: each run pays for its queries, so wall times are real
+        env = {**os.environ, "BBX_RESPONSES_DIR": str(REPO / DATA / "responses")}
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, env=env)
 
 
 def iter_runs_all() -> list[dict]:
@@ -98,49 +105,49 @@ def _test_accuracy(s: dict) -> tuple[float, int]:
 
 
 def report(out: Path) -> None:
-    rows = []
-    machine = None
-    for r in iter_runs_all():
-        if r["status"] != "finished":
-            continue
-        s, name = r["summary"], Path(r["path"]).parent.name
-        acc, n = _test_accuracy(s)
-        machine = machine or (r["manifest"] or {}).get("host", {}).get("cpu")
-        rows.append((name, acc, n, s["usage"]["queries"], s["usage"]["cached"],
-                     s["run_wall_s"]))
-    order = list(commands({k: Path(k) for k in ("train", "dev", "test", "pool")}))
-    rows.sort(key=lambda r: order.index(r[0]) if r[0] in order else len(order))
-    base = next((r[1] for r in rows if r[0] == "zero-shot"), None)
+    runs = {Path(r["path"]).parent.name: r for r in iter_runs_all() if r["status"] == "finished"}
+    order = [n for n in commands({k: Path(k) for k in ("train", "dev", "test", "pool")})
+             if n in runs]
+    base = runs["zero-shot"]["summary"]["correct"] if "zero-shot" in runs else None
+    machine = next(((r["manifest"] or {}).get("host", {}).get("cpu") for r in runs.values()),
+                   None)
     lines = [
         "# Every method on your own files",
         "",
-        "Regenerate: `.venv/bin/python scripts/own_data.py --report` (runs: "
-        "`scripts/own_data.py`, one `bbx` command per method, listed below).",
+        "Regenerate: `.venv/bin/python scripts/own_data.py --report` (the runs: "
+        "`scripts/own_data.py`, one `bbx` command per method, listed below; it skips finished "
+        "runs).",
         "",
         "The task is SST-2 handed over as files, not by name: `train.csv` (32 examples, class "
         "names, BOM), `dev.tsv` (32, `sentence` header, integer labels), `test.jsonl` (1,821, "
         "labels written `1.0`), `pool.txt` (800 unlabelled SST train sentences). Every method "
         f"scores the same {LIMIT} test items (`--limit`/`--test-limit`/`--eval-limit` "
-        f"{LIMIT}, the shared seeded subset). Model: SmolLM2-135M-Instruct on the CPU "
-        f"({machine or 'machine not recorded'}).",
+        f"{LIMIT}: the shared seeded subset), so differences are paired: each is given with a "
+        "95% bootstrap interval over the test items. One seed (42). Model: "
+        f"SmolLM2-135M-Instruct on the CPU ({machine or 'machine not recorded'}); each run "
+        "starts from an empty response cache, so queries are paid and wall times are real.",
         "",
-        "| method | test accuracy | n | vs zero-shot | queries paid | cached | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | test accuracy (n) | vs zero-shot, points [95% CI] | queries paid | "
+        "wall s |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for name, acc, n, q, c, wall in rows:
-        diff = f"{100 * (acc - base):+.1f}" if base is not None else "-"
-        lines.append(f"| {name} | {100 * acc:.1f}% | {n} | {diff} | {q} | {c} | {wall:.0f} |")
-    lines += ["", "Commands (run from the repository root):", ""]
-    for args in commands({k: DATA / f for k, f in (("train", "train.csv"), ("dev", "dev.tsv"),
-                                                   ("test", "test.jsonl"),
-                                                   ("pool", "pool.txt"))}).values():
-        lines.append("    bbx " + " ".join(a if " " not in a and "\n" not in a
-                                           else json.dumps(a) for a in args))
-    lines += ["", "Differences are single runs (one seed) on 300 items: a 95% interval on a "
-              "difference of accuracies at n=300 is about ±5 points, so only gaps beyond "
-              "that are more than noise. `bbx merge` is not in the table: it needs an "
-              "adapter zoo built leak-free (`bbx zoo build`), which this run did not have.",
-              ""]
+    for name in order:
+        s = runs[name]["summary"]
+        acc, n = _test_accuracy(s)
+        correct = s["correct"] if "correct" in s else (s.get("test") or {}).get("correct")
+        diff = ("—" if name == "zero-shot" or base is None or correct is None
+                else format_diff(paired_bootstrap(base, correct)))
+        lines.append(f"| {name} | {100 * acc:.1f}% ({n}) | {diff} | {s['usage']['queries']} "
+                     f"| {s['run_wall_s']:.0f} |")
+    lines += ["", "Commands (from the repository root):", "", "```bash"]
+    files = {k: DATA / f for k, f in (("train", "train.csv"), ("dev", "dev.tsv"),
+                                      ("test", "test.jsonl"), ("pool", "pool.txt"))}
+    for args in commands(files).values():
+        lines.append(".venv/bin/bbx " + " ".join(
+            a if " " not in a and "\n" not in a else "$" + repr(a) for a in args))
+    lines += ["```", "", "`bbx merge` is not in the table: it needs an adapter zoo built "
+              "leak-free by `bbx zoo build` (12 adapters, about an hour and a half of this "
+              "CPU), which this run did not have.", ""]
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
 

@@ -78,10 +78,12 @@ def _csv(value: str | None) -> list[str] | None:
 def task_option(task: str, train: Path | None = None, dev: Path | None = None,
                 test: Path | None = None, labels: str | None = None,
                 label_words: str | None = None, task_spec: Path | None = None,
-                template: str | None = None, pool: Path | None = None) -> str | dict[str, Any]:
+                template: str | list[str] | None = None, pool: Path | None = None
+                ) -> str | dict[str, Any]:
     """The recipe's ``task:`` from the command's options: a name, or a spec of own files.
 
-    ``template`` (a string with ``{text}``) becomes the own task's template; label words
+    ``template`` (a string with ``{text}``, or several) becomes the own task's templates;
+    label words
     given on the command line get their leading space (the schema adds it).
     """
     spec: dict[str, Any] = {}
@@ -105,8 +107,9 @@ def task_option(task: str, train: Path | None = None, dev: Path | None = None,
         spec["label_words"] = _csv(label_words)
     if not spec:
         return task
-    if template is not None and not template.isdigit():
-        spec["templates"] = [template]
+    templates = [template] if isinstance(template, str) else list(template or [])
+    if templates and not any(t.isdigit() for t in templates):
+        spec["templates"] = templates
     return spec
 
 

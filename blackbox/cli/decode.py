@@ -49,14 +49,14 @@ def fit_cmd(
     labels: LabelsOpt = None,
     label_words: LabelWordsOpt = None,
     task_spec: TaskSpecOpt = None,
-    template: Annotated[str | None, typer.Option(
-        help="Own data: the template, with {text} (and {prompt}).")] = None,
+    template: Annotated[list[str] | None, typer.Option(
+        help="Own data: a template, with {text}; repeat for several prompts.")] = None,
     allow_overlap: AllowOverlapOpt = False,
     shots: Annotated[int, typer.Option(help="Labelled examples per class (train; dev same).")]
     = 16,
     seed: Annotated[int, typer.Option(help="Seed (k-shot split, decoder init).")] = 42,
-    prompts: Annotated[int, typer.Option(help="Number of the task's templates to query (P).")]
-    = 3,
+    prompts: Annotated[int | None, typer.Option(
+        help="Number of the task's templates to query (P; default: up to 3).")] = None,
     decoder: Annotated[str, typer.Option(help="mpd | dect")] = "mpd",
     neighbours: Annotated[int, typer.Option(help="Label words per class (own word + nearest).")]
     = 10,

@@ -34,6 +34,7 @@ from blackbox.methods.claps.reward import PromptScorer, balanced_subset
 from blackbox.methods.claps.search import PromptSpace, search_prompts, top_prompts
 from blackbox.methods.claps.vocab import Vocabulary, candidate_vectors, candidate_vocabulary
 from blackbox.paths import responses_dir
+from blackbox.stats import correct_string
 
 
 class _Run:
@@ -194,7 +195,8 @@ class _Run:
         finally:
             self.timed("test", t0)
         return {"accuracy": float(s.accuracy[0]), "macro_f1": float(s.macro_f1()[0]),
-                "reward": float(s.reward[0]), "n": len(test)}
+                "reward": float(s.reward[0]), "n": len(test),
+                "correct": correct_string(s.logp[0].argmax(axis=-1), s.gold)}
 
 
 def _rows(scores: Any, start: int, stop: int | None) -> Any:

@@ -18,6 +18,7 @@ from blackbox.data.tasks import render
 from blackbox.methods.base import RunContext
 from blackbox.methods.eval.recipe import EvalRecipe
 from blackbox.methods.scoring import accuracy, class_log_probs, label_scores, macro_f1
+from blackbox.stats import correct_string
 
 
 def run(recipe: EvalRecipe, ctx: RunContext) -> dict[str, Any]:
@@ -48,6 +49,7 @@ def run(recipe: EvalRecipe, ctx: RunContext) -> dict[str, Any]:
         "n_split": len(full),
         "accuracy": accuracy(pred, gold),
         "macro_f1": macro_f1(pred, gold, task.n_classes),
+        "correct": correct_string(pred, gold),
         "per_class_accuracy": per_class,
         "template": template,
         "prompt": recipe.prompt,

@@ -48,6 +48,7 @@ from blackbox.methods.lmturk.workers import (
 )
 from blackbox.methods.scoring import accuracy, macro_f1
 from blackbox.paths import portable, responses_dir
+from blackbox.stats import correct_string
 
 
 def _onehot(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -213,9 +214,11 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
     rounds_path = ctx.run_dir.path / "rounds.jsonl"
     rounds_file = rounds_path.open("w", encoding="utf-8")  # a resumed run rewrites it whole
     acq_rng = ctx.rng("acquisition")
+    eval_preds: list[np.ndarray] = []  # the student's predictions after each round
 
     def record(bar: Any) -> None:
         pred = _probs(model, x_eval).argmax(axis=1)
+        eval_preds.append(pred)
         row: dict[str, Any] = {
             "round": len(rounds), "queries": used, "labelled": int(len(labelled)),
             "accuracy": round(accuracy(pred, y_eval), 4),
@@ -321,6 +324,8 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
         "accuracy": rounds[-1]["accuracy"],
         "macro_f1": rounds[-1]["macro_f1"],
         "gold_only_accuracy": rounds[0]["accuracy"],
+        "correct": correct_string(eval_preds[-1], y_eval),
+        "gold_only_correct": correct_string(eval_preds[0], y_eval),
         "upper_bound_accuracy": None if upper is None else round(upper, 4),
         "workers_eval": worker_eval,
         "label_accuracy": label_quality,

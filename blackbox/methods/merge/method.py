@@ -37,6 +37,7 @@ from blackbox.methods.merge.recipe import MergeRecipe, StageConfig
 from blackbox.methods.scoring import label_scores
 from blackbox.optim import BoxSpace, make_optimizer
 from blackbox.optim.loop import SearchResult, run_search
+from blackbox.stats import correct_string
 
 
 def available_adapters(backend: Any) -> list[str]:
@@ -242,8 +243,10 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
             scores = label_scores(ctx.backend, prompts_of(task, recipe.template, test), words,
                                   adapter=spec, chunk=recipe.chunk, progress=bar,
                                   description=f"test {task.name}")
-        ce, acc = ce_and_accuracy(scores, np.array([e.label for e in test]))
-        out["test"] = {"n": len(test), "loss": ce, "accuracy": acc}
+        gold = np.array([e.label for e in test])
+        ce, acc = ce_and_accuracy(scores, gold)
+        out["test"] = {"n": len(test), "loss": ce, "accuracy": acc,
+                       "correct": correct_string(np.asarray(scores).argmax(axis=1), gold)}
     except BudgetExceeded as e:
         out["test"] = None
         ctx.notes["test"] = f"not scored: {e}"

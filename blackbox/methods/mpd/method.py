@@ -36,6 +36,7 @@ from blackbox.methods.mpd.recipe import DecodeRecipe
 from blackbox.methods.mpd.scores import calibrated_scores, zero_shot_scores
 from blackbox.methods.scoring import accuracy, macro_f1
 from blackbox.runs import child_rng
+from blackbox.stats import correct_string
 
 
 class Variant(NamedTuple):
@@ -92,9 +93,10 @@ def _variants(recipe: DecodeRecipe, n_prompts: int) -> tuple[str, dict[str, Vari
     return main_name, out
 
 
-def _metrics(logits: np.ndarray, gold: np.ndarray, n_classes: int) -> dict[str, float]:
+def _metrics(logits: np.ndarray, gold: np.ndarray, n_classes: int) -> dict[str, Any]:
     pred = logits.argmax(axis=1)
-    return {"accuracy": accuracy(pred, gold), "macro_f1": macro_f1(pred, gold, n_classes)}
+    return {"accuracy": accuracy(pred, gold), "macro_f1": macro_f1(pred, gold, n_classes),
+            "correct": correct_string(pred, gold)}
 
 
 def _label_words(ctx: RunContext, task: Task, k: int,

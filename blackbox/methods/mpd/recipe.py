@@ -29,7 +29,7 @@ class DecodeRecipe(RecipeBase):
     action: Literal["fit", "predict"] = "fit"
 
     # -- what is queried -------------------------------------------------------------
-    prompts: int = Field(3, ge=1)  # the first P templates of the task
+    prompts: int | None = Field(None, ge=1)  # the first P templates (None: up to 3 the task has)
     templates: list[str] | None = None  # explicit templates (each with {text}) instead
     neighbours: int = Field(10, ge=1)  # label words per class, the task's own word included
     # local backend only: read label-word log-probs off the hidden states (one forward pass
@@ -87,6 +87,8 @@ class DecodeRecipe(RecipeBase):
         if self.templates is not None:
             return list(self.templates)
         task = self.get_task()
+        if self.prompts is None:
+            return list(task.templates[:3])
         if self.prompts > len(task.templates):
             raise BbxError(
                 f"prompts={self.prompts} but task '{task.name}' has {len(task.templates)} "
