@@ -83,3 +83,33 @@ def test_a_500_through_the_sdk_then_the_next_request_succeeds(fake_client: Any) 
     assert err.value.code == "internal_error" and err.value.type == "server_error"
     res = fake_client.embeddings.create(model="fake-1", input=["fine"])
     assert len(res.data) == 1
+
+
+# ---- body limits --------------------------------------------------------------------------
+
+def _chunks(body: bytes, size: int = 8192) -> Any:
+    # a generator body: httpx sends it chunked, with no Content-Length
+    for i in range(0, len(body), size):
+        yield body[i:i + size]
+
+
+def test_an_oversized_chunked_body_is_a_413(fake_url: str) -> None:
+    import httpx2
+
+    root = fake_url.removesuffix("/v1")
+    big = json.dumps({"input": ["a" * (200 * 1024)]}).encode()
+    with httpx2.Client(base_url=root, timeout=30) as c:
+        r = c.post("/v1/embeddings", content=_chunks(big),
+                   headers={"Content-Type": "application/json"})
+        assert "content-length" not in r.request.headers  # it really was chunked
+        assert r.status_code == 413
+        assert r.json() == {"error": {
+            "message": "the request body is over this server's limit of 65536 bytes",
+            "type": "invalid_request_error", "param": None, "code": "body_too_large"}}
+        # a chunked body under the limit reaches the route whole
+        small = json.dumps({"input": ["fine", "also fine"]}).encode()
+        r = c.post("/v1/embeddings", content=_chunks(small, 7),
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 200 and len(r.json()["data"]) == 2
+        r = c.post("/v1/embeddings", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"

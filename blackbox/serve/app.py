@@ -9,7 +9,8 @@ middlewares run before FastAPI parses anything:
   usable (keep-alive), like any other error;
 
 * the size guard answers 413 to bodies over ``max_body_bytes`` (by ``Content-Length``, or
-  while reading a chunked body), so an oversized request never reaches the JSON parser;
+  while reading a chunked body, before the app sees it), so an oversized request never
+  reaches the JSON parser;
 * the auth guard answers 401 unless ``Authorization: Bearer <key>`` matches, on every route
   but ``/health`` (and the docs), when the server has an API key.
 """
@@ -46,15 +47,22 @@ async def _send_error(send: Any, status: int, message: str, code: str,
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with a 413 envelope."""
+    """Refuse request bodies over ``limit`` bytes with a 413 envelope.
+
+    A declared ``Content-Length`` over the limit is refused before reading. Any other body
+    (chunked ones have no length) is read here, counted as it arrives and refused as soon as
+    it passes the limit; the app then gets the body already read. Counting inside the app's
+    own reads would not do: FastAPI turns any error raised while it reads the body into a
+    400 "error parsing the body".
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
+
+    async def _too_large(self, send: Any) -> None:
+        await _send_error(send, 413, f"the request body is over this server's limit of "
+                          f"{self.limit} bytes", "body_too_large")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -67,32 +75,27 @@ class BodyLimit:
                     return await _send_error(send, 400, "bad Content-Length header",
                                              "invalid_header")
                 if too_big:
-                    return await _send_error(send, 413, f"request body over {self.limit} "
-                                             "bytes", "body_too_large")
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+                    return await self._too_large(send)
+        body = bytearray()
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return msg
+            if msg["type"] != "http.request":  # the client went away: nobody to answer
+                return
+            body += msg.get("body", b"")
+            if len(body) > self.limit:
+                return await self._too_large(send)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
 
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # after the body: disconnects, as the server reports them
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, f"request body over {self.limit} bytes",
-                                  "body_too_large")
+        await self.app(scope, replay, send)
 
 
 class ServerErrors:
