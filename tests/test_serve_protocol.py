@@ -113,3 +113,54 @@ def test_an_oversized_chunked_body_is_a_413(fake_url: str) -> None:
         assert r.status_code == 200 and len(r.json()["data"]) == 2
         r = c.post("/v1/embeddings", content=big, headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+# ---- strict types -------------------------------------------------------------------------
+
+CHAT = [{"role": "user", "content": "hi"}]
+# (route, body, the field named in the 400): what pydantic used to coerce, OpenAI refuses
+NOT_COERCED = [
+    ("/v1/completions", {"prompt": "x", "max_tokens": "2"}, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2.0}, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "stream": "yes"}, "stream"),
+    ("/v1/completions", {"prompt": "x", "temperature": "0.5"}, "temperature"),
+    ("/v1/completions", {"prompt": "x", "top_p": True}, "top_p"),
+    ("/v1/completions", {"prompt": "x", "echo": 1}, "echo"),
+    ("/v1/completions", {"prompt": "x", "logprobs": True}, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "n": True}, "n"),
+    ("/v1/completions", {"prompt": "x", "seed": "7"}, "seed"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"5": "1"}}, "logit_bias.5"),
+    ("/v1/chat/completions", {"messages": CHAT, "logprobs": 1}, "logprobs"),
+    ("/v1/chat/completions", {"messages": CHAT, "top_logprobs": "2"}, "top_logprobs"),
+    ("/v1/chat/completions", {"messages": CHAT, "max_completion_tokens": "2"},
+     "max_completion_tokens"),
+    ("/v1/embeddings", {"input": "x", "dimensions": "16"}, "dimensions"),
+    ("/tokenize", {"prompt": "x", "add_special_tokens": "false"}, "add_special_tokens"),
+]
+
+
+def _raw_post(url: str, path: str, body: Any) -> Any:
+    import httpx2
+
+    return httpx2.post(url.removesuffix("/v1") + path, json=body, timeout=30)
+
+
+@pytest.mark.parametrize("path,body,param", NOT_COERCED)
+def test_strings_and_booleans_are_not_coerced(fake_url: str, path: str, body: Any,
+                                              param: str) -> None:
+    r = _raw_post(fake_url, path, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["code"] == "invalid_value"
+    assert err["type"] == "invalid_request_error" and err["message"].startswith(param + ": ")
+
+
+def test_integers_are_numbers(fake_url: str) -> None:
+    r = _raw_post(fake_url, "/v1/completions", {"prompt": "x", "max_tokens": 2,
+                                                "temperature": 0, "top_p": 1})
+    assert r.status_code == 200, r.text
+    from blackbox.serve.schemas import LabelLogprobsRequest
+
+    req = LabelLogprobsRequest.model_validate({"prompts": ["x"], "label_words": [" a"],
+                                               "adapter": {"adapters": ["x"], "beta": [2]}})
+    assert req.adapter == {"adapters": ["x"], "alpha": [1.0], "beta": [2.0]}

@@ -1,8 +1,9 @@
 """Request bodies of ``bbx serve``: the OpenAI routes' fields plus the bbx extensions.
 
 Unknown fields are accepted and ignored with a logged warning, as vLLM does (clients send
-provider-specific fields). Known fields are validated strictly: wrong types, NaN or
-infinite numbers, out-of-range values and strings that are not valid Unicode are 400s.
+provider-specific fields). Known fields are validated strictly, as OpenAI does: wrong types
+(``"2"`` for an integer, ``1`` for a boolean; an integer is a number), NaN or infinite
+numbers, out-of-range values and strings that are not valid Unicode are 400s.
 Fields OpenAI defines but bbx cannot honour (penalties, ``best_of``, ``suffix``) are
 refused with a message rather than silently ignored.
 """
@@ -12,7 +13,16 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+)
 
 from blackbox.backends.base import normalize_adapter
 from blackbox.errors import BbxError
@@ -31,6 +41,11 @@ def _utf8(v: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_utf8)]
+# Strict scalars: pydantic's default would turn "2" into 2 and "yes" into True where OpenAI
+# answers 400. StrictFloat still takes integers (JSON's 1 is a number).
+Int = StrictInt
+Bool = StrictBool
+Float = StrictFloat
 Texts = Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
 
 
@@ -57,8 +72,8 @@ class Mixture(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     adapters: list[Text] = Field(min_length=1, max_length=256)
-    alpha: list[float] | None = None
-    beta: list[float] | None = None
+    alpha: list[Float] | None = None
+    beta: list[Float] | None = None
 
 
 class WithAdapter(Body):
@@ -82,22 +97,22 @@ class WithAdapter(Body):
 
 
 Stop = Text | Annotated[list[Text], Field(max_length=4)] | None
-LogitBias = Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]],
+LogitBias = Annotated[dict[str, Annotated[Float, Field(ge=-100, le=100)]],
                       Field(max_length=300)] | None
 
 
 class Sampling(WithAdapter):
     """Generation fields shared by completions and chat."""
 
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=16)
-    stream: bool = False
+    temperature: Float = Field(1.0, ge=0, le=2)
+    top_p: Float = Field(1.0, gt=0, le=1)
+    n: Int = Field(1, ge=1, le=16)
+    stream: Bool = False
     stop: Stop = None
-    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    seed: Int | None = Field(None, ge=-(2**63), lt=2**64)
     logit_bias: LogitBias = None
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    presence_penalty: Float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: Float = Field(0.0, ge=-2, le=2)
 
     @field_validator("presence_penalty", "frequency_penalty")
     @classmethod
@@ -119,10 +134,10 @@ class CompletionRequest(Sampling):
     """``POST /v1/completions``."""
 
     prompt: Text | Texts
-    max_tokens: int | None = Field(16, ge=0)
-    logprobs: int | None = Field(None, ge=0, le=20)
-    echo: bool = False
-    best_of: int | None = Field(None, ge=1, le=16)
+    max_tokens: Int | None = Field(16, ge=0)
+    logprobs: Int | None = Field(None, ge=0, le=20)
+    echo: Bool = False
+    best_of: Int | None = Field(None, ge=1, le=16)
     suffix: str | None = None
 
     @field_validator("suffix")
@@ -163,10 +178,10 @@ class ChatRequest(Sampling):
     """``POST /v1/chat/completions``."""
 
     messages: list[Message] = Field(min_length=1, max_length=1024)
-    max_tokens: int | None = Field(None, ge=0)
-    max_completion_tokens: int | None = Field(None, ge=0)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    max_tokens: Int | None = Field(None, ge=0)
+    max_completion_tokens: Int | None = Field(None, ge=0)
+    logprobs: Bool = False
+    top_logprobs: Int | None = Field(None, ge=0, le=20)
 
 
 class EmbeddingRequest(WithAdapter):
@@ -174,7 +189,7 @@ class EmbeddingRequest(WithAdapter):
 
     input: Text | Texts
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: Int | None = Field(None, ge=1)
 
 
 class LabelLogprobsRequest(WithAdapter):
@@ -205,7 +220,7 @@ class TokenizeRequest(Body):
     """``POST /tokenize`` (vLLM's route): the token ids of a prompt."""
 
     prompt: Text
-    add_special_tokens: bool = True
+    add_special_tokens: Bool = True
 
 
 class AdapterLoadRequest(Body):
