@@ -129,7 +129,7 @@ NOT_COERCED = [
     ("/v1/completions", {"prompt": "x", "logprobs": True}, "logprobs"),
     ("/v1/completions", {"prompt": "x", "n": True}, "n"),
     ("/v1/completions", {"prompt": "x", "seed": "7"}, "seed"),
-    ("/v1/completions", {"prompt": "x", "logit_bias": {"5": "1"}}, "logit_bias.5"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"5": "1"}}, "logit_bias"),
     ("/v1/chat/completions", {"messages": CHAT, "logprobs": 1}, "logprobs"),
     ("/v1/chat/completions", {"messages": CHAT, "top_logprobs": "2"}, "top_logprobs"),
     ("/v1/chat/completions", {"messages": CHAT, "max_completion_tokens": "2"},
@@ -140,9 +140,12 @@ NOT_COERCED = [
 
 
 def _raw_post(url: str, path: str, body: Any) -> Any:
+    """POST a JSON body (bytes: sent as they are) with httpx, which sends anything."""
     import httpx2
 
-    return httpx2.post(url.removesuffix("/v1") + path, json=body, timeout=30)
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx2.post(url.removesuffix("/v1") + path, content=content, timeout=30,
+                       headers={"Content-Type": "application/json"})
 
 
 @pytest.mark.parametrize("path,body,param", NOT_COERCED)
@@ -164,3 +167,87 @@ def test_integers_are_numbers(fake_url: str) -> None:
     req = LabelLogprobsRequest.model_validate({"prompts": ["x"], "label_words": [" a"],
                                                "adapter": {"adapters": ["x"], "beta": [2]}})
     assert req.adapter == {"adapters": ["x"], "alpha": [1.0], "beta": [2.0]}
+
+
+# ---- readable 400s ------------------------------------------------------------------------
+
+PROMPT_RULE = ("must be a string or a list of 1 to 2048 strings (token-id prompts are not "
+               "supported)")
+CONTENT_RULE = ('must be a string, a list of at most 256 text parts {"type": "text", "text": '
+                '...}, or null (images and audio are not supported)')
+ROLE_RULE = 'must be one of "system", "developer", "user", "assistant", "tool"'
+# (route, body, param, the whole message): one sentence naming the field and what it may be
+READABLE = [
+    ("/v1/completions", {"prompt": 5}, "prompt", f"prompt: {PROMPT_RULE}, got 5"),
+    ("/v1/completions", {"prompt": [1, 2]}, "prompt", f"prompt: {PROMPT_RULE}, got [1, 2]"),
+    ("/v1/completions", {}, "prompt", f"prompt: required, {PROMPT_RULE}"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": "2"}, "max_tokens",
+     'max_tokens: must be an integer >= 0, or null, got "2"'),
+    ("/v1/completions", {"prompt": "x", "max_tokens": "2", "stream": "yes"}, "max_tokens",
+     'max_tokens: must be an integer >= 0, or null, got "2" (and 1 more bad field)'),
+    ("/v1/completions", {"prompt": "x", "temperature": 3}, "temperature",
+     "temperature: must be a number between 0 and 2, got 3"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 99}, "logprobs",
+     "logprobs: must be an integer between 0 and 20, or null, got 99"),
+    ("/v1/completions", {"prompt": ["ok", "\ud800"]}, "prompt.1",
+     "prompt.1: string is not valid Unicode (lone surrogate)"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"abc": 1}}, "logit_bias",
+     "logit_bias: keys must be token ids (strings of digits, at most 9), got 'abc'"),
+    ("/v1/completions", {"prompt": "x", "adapter": 5}, "adapter",
+     'adapter: must be an adapter name, or a mixture {"adapters": [names], "alpha": '
+     '[numbers in [0, 1]], "beta": [numbers]}, or null, got 5'),
+    ("/v1/chat/completions", {"messages": [{"role": "wizard", "content": "x"}]},
+     "messages.0.role", f'messages.0.role: {ROLE_RULE}, got "wizard"'),
+    ("/v1/chat/completions", {"messages": [{"content": "x"}]}, "messages.0.role",
+     f"messages.0.role: required, {ROLE_RULE}"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages.0.content",
+     f'messages.0.content: {CONTENT_RULE}, got [{{"type": "image_url", "image_url": '
+     '{"url": "x"}}]'),
+    ("/v1/embeddings", {"input": "x", "encoding_format": "int8"}, "encoding_format",
+     'encoding_format: must be "float" or "base64", got "int8"'),
+    ("/v1/embeddings", {"input": ["a" * 100]}, None, None),  # valid: the control
+]
+
+
+@pytest.mark.parametrize("path,body,param,message", READABLE)
+def test_validation_errors_are_one_readable_sentence(fake_url: str, path: str, body: Any,
+                                                     param: str | None,
+                                                     message: str | None) -> None:
+    r = _raw_post(fake_url, path, body)
+    if message is None:
+        assert r.status_code == 200, r.text
+        return
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": {"message": message, "type": "invalid_request_error",
+                                  "param": param, "code": "invalid_value"}}
+
+
+def test_a_body_that_is_no_object_says_so(fake_url: str) -> None:
+    r = _raw_post(fake_url, "/v1/completions", ["not", "an", "object"])
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == ('the request body must be a JSON object, got '
+                                            '["not", "an", "object"]')
+
+
+def test_long_bad_values_are_cut_short(fake_url: str) -> None:
+    r = _raw_post(fake_url, "/v1/completions", {"prompt": [7] * 1000})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and message.startswith(f"prompt: {PROMPT_RULE}, got [7, 7")
+    assert message.endswith("...") and len(message) < 250
+
+
+def test_every_request_field_has_a_rule() -> None:
+    # a field without one would fall back to pydantic's own words
+    from blackbox.serve import schemas
+
+    models = [m for m in vars(schemas).values()
+              if isinstance(m, type) and issubclass(m, schemas.Body) and m.__doc__
+              and m.__doc__.lstrip().startswith(("``POST", "bbx extension"))]
+    assert len(models) == 9
+    for model in models:
+        allowed = model.allowed()
+        missing = [f for f in model.model_fields if f not in allowed]
+        assert not missing, (model.__name__, missing)
+    chat = schemas.ChatRequest.allowed()
+    assert all(f"messages.*.{f}" in chat for f in schemas.Message.model_fields)

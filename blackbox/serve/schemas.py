@@ -6,12 +6,16 @@ provider-specific fields). Known fields are validated strictly, as OpenAI does: 
 numbers, out-of-range values and strings that are not valid Unicode are 400s.
 Fields OpenAI defines but bbx cannot honour (penalties, ``best_of``, ``suffix``) are
 refused with a message rather than silently ignored.
+
+Each model's ``ALLOWED`` says what its fields may be, in the words a 400 uses ("max_tokens:
+must be an integer >= 0, or null, got \"2\""; see :mod:`blackbox.serve.validation`); keys
+are field paths with list indexes as ``*``, and a path without a rule takes its parent's.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -47,15 +51,29 @@ Int = StrictInt
 Bool = StrictBool
 Float = StrictFloat
 Texts = Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
+TEXTS = f"a list of 1 to {MAX_ITEMS} strings"
+TEXT_OR_TEXTS = f"a string or a list of 1 to {MAX_ITEMS} strings"
+ADAPTER = ('an adapter name, or a mixture {"adapters": [names], "alpha": [numbers in [0, 1]], '
+           '"beta": [numbers]}, or null')
 
 
 class Body(BaseModel):
     """Base of every request body: lenient on unknown keys, strict on known ones."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    ALLOWED: ClassVar[dict[str, str]] = {"model": "a model id (a string), or null",
+                                         "user": "a string, or null"}
 
     model: Text | None = None
     user: Text | None = None
+
+    @classmethod
+    def allowed(cls) -> dict[str, str]:
+        """What each field may be, as the 400s say it (the base classes' rules included)."""
+        out: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("ALLOWED", {}))
+        return out
 
     def warn_extra(self, route: str) -> None:
         """Log (once per route and field) the unknown fields that were ignored."""
@@ -78,6 +96,8 @@ class Mixture(BaseModel):
 
 class WithAdapter(Body):
     """Bodies that take the bbx ``adapter`` extension (a name or a mixture)."""
+
+    ALLOWED: ClassVar[dict[str, str]] = {"adapter": ADAPTER}
 
     adapter: Text | Mixture | None = Field(
         None, description="bbx extension: an adapter name, or a mixture "
@@ -104,6 +124,19 @@ LogitBias = Annotated[dict[str, Annotated[Float, Field(ge=-100, le=100)]],
 class Sampling(WithAdapter):
     """Generation fields shared by completions and chat."""
 
+    ALLOWED: ClassVar[dict[str, str]] = {
+        "temperature": "a number between 0 and 2",
+        "top_p": "a number above 0 and at most 1",
+        "n": "an integer between 1 and 16",
+        "stream": "true or false",
+        "stop": "a string, a list of at most 4 strings, or null",
+        "seed": "a 64-bit integer, or null",
+        "logit_bias": "an object of at most 300 token ids (strings of digits) to numbers "
+                      "between -100 and 100, or null",
+        "presence_penalty": "0 (penalties are not supported)",
+        "frequency_penalty": "0 (penalties are not supported)",
+    }
+
     temperature: Float = Field(1.0, ge=0, le=2)
     top_p: Float = Field(1.0, gt=0, le=1)
     n: Int = Field(1, ge=1, le=16)
@@ -126,12 +159,22 @@ class Sampling(WithAdapter):
     def _token_ids(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         for key in v or {}:
             if not (key.isascii() and key.isdigit()) or len(key) > 9:
-                raise ValueError(f"logit_bias keys are token ids, got {key!r}")
+                raise ValueError("keys must be token ids (strings of digits, at most 9), "
+                                 f"got {key!r}")
         return v
 
 
 class CompletionRequest(Sampling):
     """``POST /v1/completions``."""
+
+    ALLOWED: ClassVar[dict[str, str]] = {
+        "prompt": TEXT_OR_TEXTS + " (token-id prompts are not supported)",
+        "max_tokens": "an integer >= 0, or null",
+        "logprobs": "an integer between 0 and 20, or null",
+        "echo": "true or false",
+        "best_of": "an integer between 1 and 16 (equal to n), or null",
+        "suffix": "null or an empty string (insertion is not supported)",
+    }
 
     prompt: Text | Texts
     max_tokens: Int | None = Field(16, ge=0)
@@ -177,6 +220,19 @@ class Message(BaseModel):
 class ChatRequest(Sampling):
     """``POST /v1/chat/completions``."""
 
+    ALLOWED: ClassVar[dict[str, str]] = {
+        "messages": 'a list of 1 to 1024 messages {"role": ..., "content": ...}',
+        "messages.*": 'a message {"role": ..., "content": ...}',
+        "messages.*.role": 'one of "system", "developer", "user", "assistant", "tool"',
+        "messages.*.content": 'a string, a list of at most 256 text parts {"type": "text", '
+                              '"text": ...}, or null (images and audio are not supported)',
+        "messages.*.name": "a string, or null",
+        "max_tokens": "an integer >= 0, or null",
+        "max_completion_tokens": "an integer >= 0, or null",
+        "logprobs": "true or false",
+        "top_logprobs": "an integer between 0 and 20, or null",
+    }
+
     messages: list[Message] = Field(min_length=1, max_length=1024)
     max_tokens: Int | None = Field(None, ge=0)
     max_completion_tokens: Int | None = Field(None, ge=0)
@@ -187,6 +243,12 @@ class ChatRequest(Sampling):
 class EmbeddingRequest(WithAdapter):
     """``POST /v1/embeddings`` (MiniLM embeddings do not depend on the adapter)."""
 
+    ALLOWED: ClassVar[dict[str, str]] = {
+        "input": TEXT_OR_TEXTS + " (token-id inputs are not supported)",
+        "encoding_format": '"float" or "base64"',
+        "dimensions": "an integer >= 1 (the model's own width), or null",
+    }
+
     input: Text | Texts
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Int | None = Field(None, ge=1)
@@ -196,6 +258,9 @@ class LabelLogprobsRequest(WithAdapter):
     """bbx extension ``POST /v1/label_logprobs``: exact log-probs of label words as the next
     text after each prompt (over the full vocabulary; multi-token words sum their tokens)."""
 
+    ALLOWED: ClassVar[dict[str, str]] = {"prompts": TEXTS,
+                                         "label_words": "a list of 1 to 256 strings"}
+
     prompts: Texts
     label_words: Annotated[list[Text], Field(min_length=1, max_length=256)]
 
@@ -203,6 +268,9 @@ class LabelLogprobsRequest(WithAdapter):
 class ScoreRequest(WithAdapter):
     """bbx extension ``POST /v1/score``: per (prompt, continuation), the continuation's
     token log-probs (prompt and continuation tokenized separately, as the local backend)."""
+
+    ALLOWED: ClassVar[dict[str, str]] = {"prompts": TEXTS,
+                                         "continuations": TEXTS + ", one per prompt"}
 
     prompts: Texts
     continuations: Texts
@@ -212,12 +280,18 @@ class HiddenRequest(WithAdapter):
     """bbx extension ``POST /v1/hidden_states``: the last layer's hidden state at each
     prompt's scoring position (the state that predicts the next token)."""
 
+    ALLOWED: ClassVar[dict[str, str]] = {"input": TEXT_OR_TEXTS,
+                                         "position": '"last" or "mask"'}
+
     input: Text | Texts
     position: Literal["last", "mask"] = "last"
 
 
 class TokenizeRequest(Body):
     """``POST /tokenize`` (vLLM's route): the token ids of a prompt."""
+
+    ALLOWED: ClassVar[dict[str, str]] = {"prompt": "a string",
+                                         "add_special_tokens": "true or false"}
 
     prompt: Text
     add_special_tokens: Bool = True
@@ -226,11 +300,16 @@ class TokenizeRequest(Body):
 class AdapterLoadRequest(Body):
     """bbx extension ``POST /v1/adapters``: load (or reload) an adapter by name."""
 
+    ALLOWED: ClassVar[dict[str, str]] = {"name": "an adapter name of 1 to 128 characters",
+                                         "path": "a folder on the server, or null"}
+
     name: Text = Field(min_length=1, max_length=128)
     path: Text | None = None
 
 
 class AdapterMaterializeRequest(WithAdapter):
     """bbx extension ``POST /v1/adapters/materialize``: save a mixture as a new adapter."""
+
+    ALLOWED: ClassVar[dict[str, str]] = {"name": "an adapter name of 1 to 128 characters"}
 
     name: Text = Field(min_length=1, max_length=128)
