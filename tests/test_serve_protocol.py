@@ -15,7 +15,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from serve_support import running_server  # noqa: E402
+from serve_support import build_tiny_model, running_server  # noqa: E402
 
 from blackbox.backends.fake import FakeBackend  # noqa: E402
 
@@ -42,6 +42,23 @@ def fake_url() -> Any:
 @pytest.fixture(scope="module")
 def fake_client(fake_url: str) -> Any:
     return openai.OpenAI(base_url=fake_url, api_key="unused", max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tiny_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server over a tiny random Llama (96-token context, a chat template)."""
+    from blackbox.backends.local import LocalBackend
+    from blackbox.serve import create_app
+
+    model = build_tiny_model(tmp_path_factory.mktemp("protocol") / "model")
+    backend = LocalBackend(model=str(model), dtype="float32", embed_model="mean")
+    with running_server(create_app(backend)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tiny_client(tiny_url: str) -> Any:
+    return openai.OpenAI(base_url=tiny_url, api_key="unused", max_retries=0, timeout=60)
 
 
 def _connection(url: str) -> http.client.HTTPConnection:
@@ -251,3 +268,99 @@ def test_every_request_field_has_a_rule() -> None:
         assert not missing, (model.__name__, missing)
     chat = schemas.ChatRequest.allowed()
     assert all(f"messages.*.{f}" in chat for f in schemas.Message.model_fields)
+
+
+# ---- what bbx cannot honour is refused ------------------------------------------------------
+
+TEXT_FORMAT = 'leave it out or send {"type": "text"}'
+NO_TOOLS = "not supported by bbx serve (no tool calling): leave it out or send"
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+# (SDK keyword arguments of chat.completions.create, param, message)
+REFUSED_CHAT = [
+    ({"response_format": {"type": "json_object"}}, "response_format",
+     f"response_format: not supported by bbx serve (no structured output): {TEXT_FORMAT}"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+     "response_format",
+     f"response_format: not supported by bbx serve (no structured output): {TEXT_FORMAT}"),
+    ({"tools": [TOOL]}, "tools", f"tools: {NO_TOOLS} []"),
+    ({"tool_choice": "auto"}, "tool_choice", f'tool_choice: {NO_TOOLS} "none"'),
+    ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice",
+     f'tool_choice: {NO_TOOLS} "none"'),
+    ({"functions": [TOOL["function"]]}, "functions", f"functions: {NO_TOOLS} []"),
+    ({"function_call": "auto"}, "function_call", f'function_call: {NO_TOOLS} "none"'),
+    ({"presence_penalty": 0.5}, "presence_penalty",
+     "presence_penalty: not supported by bbx serve (no penalties): leave it out or send 0"),
+    ({"frequency_penalty": -1}, "frequency_penalty",
+     "frequency_penalty: not supported by bbx serve (no penalties): leave it out or send 0"),
+    ({"logit_bias": {"5": 1}}, "logit_bias", "logit_bias: not supported by bbx serve (it "
+     "applies on /v1/completions only, to single-token greedy completions)"),
+    ({"messages": [{"role": "user", "content": "hi", "name": "ann"}]}, "messages.0.name",
+     "messages.0.name: not supported by bbx serve (participant names are not passed to the "
+     "chat template): leave it out"),
+]
+
+
+@pytest.mark.parametrize("kwargs,param,message", REFUSED_CHAT)
+def test_chat_fields_bbx_cannot_honour_are_400s(fake_client: Any, kwargs: dict[str, Any],
+                                                param: str, message: str) -> None:
+    args = {"model": "fake-1", "messages": CHAT, "max_tokens": 2, **kwargs}
+    with pytest.raises(openai.BadRequestError) as err:
+        fake_client.chat.completions.create(**args)
+    e = err.value
+    assert e.status_code == 400
+    assert e.body == {"message": message, "type": "invalid_request_error", "param": param,
+                      "code": "unsupported_parameter"}
+
+
+def test_the_no_op_values_of_refused_fields_are_accepted(fake_client: Any) -> None:
+    res = fake_client.chat.completions.create(
+        model="fake-1", messages=CHAT, max_tokens=2, response_format={"type": "text"},
+        tools=[], tool_choice="none", presence_penalty=0, frequency_penalty=0.0)
+    assert res.choices[0].message.content
+
+
+def test_completion_fields_bbx_cannot_honour_are_400s(fake_client: Any) -> None:
+    cases = [({"suffix": "the end"}, "suffix",
+              "suffix: not supported by bbx serve (no insertion): leave it out or send null"),
+             ({"best_of": 3}, "best_of",
+              "best_of: not supported by bbx serve (best_of must equal n: leave it out)"),
+             ({"presence_penalty": 1}, "presence_penalty", "presence_penalty: not supported "
+              "by bbx serve (no penalties): leave it out or send 0")]
+    for kwargs, param, message in cases:
+        with pytest.raises(openai.BadRequestError) as err:
+            fake_client.completions.create(model="fake-1", prompt="x", max_tokens=2, **kwargs)
+        assert err.value.status_code == 400
+        assert err.value.body == {"message": message, "type": "invalid_request_error",
+                                  "param": param, "code": "unsupported_parameter"}
+
+
+def test_n_and_include_usage_are_honoured(fake_client: Any) -> None:
+    res = fake_client.chat.completions.create(model="fake-1", messages=CHAT, max_tokens=2,
+                                              n=3, temperature=1.0, seed=1)
+    assert [c.index for c in res.choices] == [0, 1, 2]
+    chunks = list(fake_client.chat.completions.create(
+        model="fake-1", messages=CHAT, max_tokens=2, stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+    chunks = list(fake_client.completions.create(
+        model="fake-1", prompt="x", max_tokens=2, stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    plain = list(fake_client.chat.completions.create(model="fake-1", messages=CHAT,
+                                                     max_tokens=2, stream=True))
+    assert plain[-1].choices and plain[-1].usage is None  # without include_usage: no usage
+
+
+def test_stop_is_honoured_on_single_token_completions(tiny_url: str,
+                                                     tiny_client: Any) -> None:
+    # the one-token greedy path (logprobs, logit_bias) used to ignore stop
+    model_id = tiny_client.models.list().data[0].id
+    tok = _raw_post(tiny_url, "/tokenize", {"prompt": " positive",
+                                            "add_special_tokens": False}).json()["tokens"][0]
+    args = {"model": model_id, "prompt": "the movie was", "max_tokens": 1, "temperature": 0,
+            "logprobs": 1, "logit_bias": {str(tok): 100}}
+    whole = tiny_client.completions.create(**args).choices[0]
+    assert whole.finish_reason == "length" and len(whole.text) >= 2
+    cut = tiny_client.completions.create(**args, stop=[whole.text[1:]]).choices[0]
+    assert cut.text == whole.text[:1] and cut.finish_reason == "stop"

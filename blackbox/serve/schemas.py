@@ -4,8 +4,11 @@ Unknown fields are accepted and ignored with a logged warning, as vLLM does (cli
 provider-specific fields). Known fields are validated strictly, as OpenAI does: wrong types
 (``"2"`` for an integer, ``1`` for a boolean; an integer is a number), NaN or infinite
 numbers, out-of-range values and strings that are not valid Unicode are 400s.
-Fields OpenAI defines but bbx cannot honour (penalties, ``best_of``, ``suffix``) are
-refused with a message rather than silently ignored.
+Fields OpenAI defines but bbx cannot honour are refused with a 400 (code
+``unsupported_parameter``) rather than silently ignored: penalties, ``best_of`` other than
+``n``, ``suffix``, message ``name``, and structured output and tool calling
+(``response_format``, ``tools``, ``tool_choice``, ``functions``, ``function_call``), each
+unless its value is the no-op (``{"type": "text"}``, ``[]``, ``"none"``, 0).
 
 Each model's ``ALLOWED`` says what its fields may be, in the words a 400 uses ("max_tokens:
 must be an integer >= 0, or null, got \"2\""; see :mod:`blackbox.serve.validation`); keys
@@ -27,6 +30,7 @@ from pydantic import (
     StrictInt,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from blackbox.backends.base import normalize_adapter
 from blackbox.errors import BbxError
@@ -55,6 +59,13 @@ TEXTS = f"a list of 1 to {MAX_ITEMS} strings"
 TEXT_OR_TEXTS = f"a string or a list of 1 to {MAX_ITEMS} strings"
 ADAPTER = ('an adapter name, or a mixture {"adapters": [names], "alpha": [numbers in [0, 1]], '
            '"beta": [numbers]}, or null')
+
+
+def unsupported(why: str, instead: str) -> PydanticCustomError:
+    """The validation error of a field bbx cannot honour (the 400's code names it)."""
+    # the text goes in as context: a template would read the braces of '{"type": "text"}'
+    return PydanticCustomError("unsupported_parameter", "{text}",
+                               {"text": f"not supported by bbx serve ({why}): {instead}"})
 
 
 class Body(BaseModel):
@@ -121,6 +132,14 @@ LogitBias = Annotated[dict[str, Annotated[Float, Field(ge=-100, le=100)]],
                       Field(max_length=300)] | None
 
 
+class StreamOptions(BaseModel):
+    """``stream_options``: ``include_usage`` adds a last chunk holding the usage."""
+
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: Bool = False
+
+
 class Sampling(WithAdapter):
     """Generation fields shared by completions and chat."""
 
@@ -135,6 +154,7 @@ class Sampling(WithAdapter):
                       "between -100 and 100, or null",
         "presence_penalty": "0 (penalties are not supported)",
         "frequency_penalty": "0 (penalties are not supported)",
+        "stream_options": '{"include_usage": true or false}, or null',
     }
 
     temperature: Float = Field(1.0, ge=0, le=2)
@@ -146,12 +166,13 @@ class Sampling(WithAdapter):
     logit_bias: LogitBias = None
     presence_penalty: Float = Field(0.0, ge=-2, le=2)
     frequency_penalty: Float = Field(0.0, ge=-2, le=2)
+    stream_options: StreamOptions | None = None
 
     @field_validator("presence_penalty", "frequency_penalty")
     @classmethod
     def _no_penalties(cls, v: float) -> float:
         if v != 0:
-            raise ValueError("penalties are not supported by bbx serve: leave them at 0")
+            raise unsupported("no penalties", "leave it out or send 0")
         return v
 
     @field_validator("logit_bias")
@@ -181,13 +202,13 @@ class CompletionRequest(Sampling):
     logprobs: Int | None = Field(None, ge=0, le=20)
     echo: Bool = False
     best_of: Int | None = Field(None, ge=1, le=16)
-    suffix: str | None = None
+    suffix: Text | None = None
 
     @field_validator("suffix")
     @classmethod
     def _no_suffix(cls, v: str | None) -> str | None:
         if v:
-            raise ValueError("suffix (insertion) is not supported by bbx serve")
+            raise unsupported("no insertion", "leave it out or send null")
         return v
 
 
@@ -209,6 +230,14 @@ class Message(BaseModel):
     content: Text | Annotated[list[ContentPart], Field(max_length=256)] | None = None
     name: Text | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _no_name(cls, v: str | None) -> str | None:
+        if v is not None:  # the chat template gets each message's role and content only
+            raise unsupported("participant names are not passed to the chat template",
+                              "leave it out")
+        return v
+
     def text(self) -> str:
         if self.content is None:
             return ""
@@ -226,11 +255,16 @@ class ChatRequest(Sampling):
         "messages.*.role": 'one of "system", "developer", "user", "assistant", "tool"',
         "messages.*.content": 'a string, a list of at most 256 text parts {"type": "text", '
                               '"text": ...}, or null (images and audio are not supported)',
-        "messages.*.name": "a string, or null",
+        "messages.*.name": "null (names are not supported)",
         "max_tokens": "an integer >= 0, or null",
         "max_completion_tokens": "an integer >= 0, or null",
         "logprobs": "true or false",
         "top_logprobs": "an integer between 0 and 20, or null",
+        "response_format": '{"type": "text"}, or null (structured output is not supported)',
+        "tools": "an empty list, or null (tool calling is not supported)",
+        "tool_choice": '"none", or null (tool calling is not supported)',
+        "functions": "an empty list, or null (function calling is not supported)",
+        "function_call": '"none", or null (function calling is not supported)',
     }
 
     messages: list[Message] = Field(min_length=1, max_length=1024)
@@ -238,6 +272,33 @@ class ChatRequest(Sampling):
     max_completion_tokens: Int | None = Field(None, ge=0)
     logprobs: Bool = False
     top_logprobs: Int | None = Field(None, ge=0, le=20)
+    # structured output and tool calling: refused below unless the value is the no-op
+    response_format: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None  # the deprecated spelling of tools
+    function_call: Any = None  # ... and of tool_choice
+
+    @field_validator("response_format")
+    @classmethod
+    def _no_structured_output(cls, v: Any) -> Any:
+        if v not in (None, {"type": "text"}):
+            raise unsupported("no structured output", 'leave it out or send {"type": "text"}')
+        return v
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, v: Any) -> Any:
+        if v not in (None, []):
+            raise unsupported("no tool calling", "leave it out or send []")
+        return v
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_tool_choice(cls, v: Any) -> Any:
+        if v not in (None, "none"):
+            raise unsupported("no tool calling", 'leave it out or send "none"')
+        return v
 
 
 class EmbeddingRequest(WithAdapter):
