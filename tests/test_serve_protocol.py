@@ -364,3 +364,75 @@ def test_stop_is_honoured_on_single_token_completions(tiny_url: str,
     assert whole.finish_reason == "length" and len(whole.text) >= 2
     cut = tiny_client.completions.create(**args, stop=[whole.text[1:]]).choices[0]
     assert cut.text == whole.text[:1] and cut.finish_reason == "stop"
+
+
+# ---- the context --------------------------------------------------------------------------
+
+CTX = 96  # the tiny model's context
+
+
+def _tokens(url: str, text: str) -> int:
+    return int(_raw_post(url, "/tokenize", {"prompt": text}).json()["count"])
+
+
+def _context_error(err: Any, param: str, message: str) -> None:
+    e = err.value
+    assert e.status_code == 400
+    assert e.body == {"message": f"This model's maximum context length is {CTX} tokens. "
+                      f"However, {message}", "type": "invalid_request_error", "param": param,
+                      "code": "context_length_exceeded"}
+
+
+def test_a_prompt_that_leaves_no_room_for_max_tokens_is_a_400(tiny_url: str,
+                                                              tiny_client: Any) -> None:
+    model_id = tiny_client.models.list().data[0].id
+    prompt = "good " * 40
+    p = _tokens(tiny_url, prompt)
+    assert 16 < p < CTX - 16
+    fits = tiny_client.completions.create(model=model_id, prompt=prompt, temperature=0,
+                                          max_tokens=CTX - p)
+    assert fits.usage.prompt_tokens == p
+    with pytest.raises(openai.BadRequestError) as err:  # it used to be cut short, a 200
+        tiny_client.completions.create(model=model_id, prompt=prompt, temperature=0,
+                                       max_tokens=CTX - p + 1)
+    _context_error(err, "prompt", f"you requested {CTX + 1} tokens ({p} in the prompt, "
+                   f"{CTX - p + 1} in the completion). Please reduce the length of the prompt "
+                   "or the completion.")
+    long = "good " * 90  # fills the context with max_tokens' default 16 left over
+    n = _tokens(tiny_url, long)
+    assert CTX - 16 < n <= CTX
+    with pytest.raises(openai.BadRequestError) as err:  # a 200 cut short, empty at n = 96
+        tiny_client.completions.create(model=model_id, prompt=["x", long], temperature=0)
+    _context_error(err, "prompt", f"you requested {n + 16} tokens ({n} in the longest prompt "
+                   "(prompt 1), 16 in the completion). Please reduce the length of the longest "
+                   "prompt (prompt 1) or the completion.")
+    # scoring (max_tokens 0) needs no room after the prompt
+    scored = tiny_client.completions.create(model=model_id, prompt=long, max_tokens=0,
+                                            echo=True, logprobs=0)
+    assert scored.usage.prompt_tokens == n
+
+
+def test_chat_that_leaves_no_room_for_the_completion_is_a_400(tiny_url: str,
+                                                             tiny_client: Any) -> None:
+    model_id = tiny_client.models.list().data[0].id
+    messages = [{"role": "user", "content": "good " * 40}]
+    p = tiny_client.chat.completions.create(model=model_id, messages=messages, max_tokens=1,
+                                            temperature=0).usage.prompt_tokens
+    ok = tiny_client.chat.completions.create(model=model_id, messages=messages,
+                                             max_completion_tokens=CTX - p, temperature=0)
+    assert ok.usage.prompt_tokens == p
+    with pytest.raises(openai.BadRequestError) as err:
+        tiny_client.chat.completions.create(model=model_id, messages=messages,
+                                            max_tokens=CTX - p + 1, temperature=0)
+    _context_error(err, "messages", f"you requested {CTX + 1} tokens ({p} in the messages, "
+                   f"{CTX - p + 1} in the completion). Please reduce the length of the "
+                   "messages or the completion.")
+    # no max_tokens: the messages must leave room for one token at least
+    content = "good " * 90
+    n = _tokens(tiny_url, f"user: {content}\nassistant:")  # the tiny model's chat template
+    assert n >= CTX
+    with pytest.raises(openai.BadRequestError) as err:
+        tiny_client.chat.completions.create(model=model_id, temperature=0,
+                                            messages=[{"role": "user", "content": content}])
+    _context_error(err, "messages", f"your messages resulted in {n} tokens, which leaves no "
+                   "room for a completion. Please reduce the length of the messages.")

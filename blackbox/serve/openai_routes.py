@@ -12,6 +12,8 @@ Semantics follow OpenAI (and vLLM where OpenAI is silent):
   ``temperature = 0``), the idiom classifiers use, and refuses it elsewhere;
 * ``stream=true`` answers the whole completion as one server-sent chunk, then ``[DONE]``
   (with ``stream_options.include_usage``, a last chunk holding the usage before it);
+* a prompt and ``max_tokens`` that do not fit the model's context together are a 400 with
+  OpenAI's ``context_length_exceeded`` message, not a completion cut short;
 * fields bbx cannot honour are 400s with code ``unsupported_parameter`` (see
   :mod:`blackbox.serve.schemas`), never silently ignored.
 """
@@ -54,6 +56,25 @@ def _bias(raw: dict[str, float] | None) -> dict[int, float] | None:
 def _unsupported(param: str, why: str) -> APIError:
     return APIError(400, f"{param}: not supported by bbx serve ({why})", param,
                     "unsupported_parameter")
+
+
+def _check_context(ctx: int | None, prompt_len: int, max_tokens: int | None, where: str,
+                   param: str) -> None:
+    """OpenAI's 400 when the prompt and the completion asked for exceed the context; with
+    ``max_tokens=None`` (none asked for) the prompt must leave room for one token."""
+    if ctx is None:
+        return
+    head = f"This model's maximum context length is {ctx} tokens. However, "
+    if max_tokens is None:
+        if prompt_len >= ctx:
+            raise APIError(400, f"{head}your {where} resulted in {prompt_len} tokens, which "
+                           f"leaves no room for a completion. Please reduce the length of the "
+                           f"{where}.", param, "context_length_exceeded")
+    elif prompt_len + max_tokens > ctx:
+        raise APIError(400, f"{head}you requested {prompt_len + max_tokens} tokens "
+                       f"({prompt_len} in the {where}, {max_tokens} in the completion). Please "
+                       f"reduce the length of the {where} or the completion.", param,
+                       "context_length_exceeded")
 
 
 def _sse(chunks: list[dict[str, Any]], usage: dict[str, int] | None = None
@@ -134,10 +155,12 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
     if req.best_of not in (None, req.n):
         raise _unsupported("best_of", "best_of must equal n: leave it out")
     max_tokens = 16 if req.max_tokens is None else req.max_tokens
-    ctx = svc.context_length
-    if ctx is not None and max_tokens > ctx:
-        raise APIError(400, f"max_tokens {max_tokens} is more than the model's context of "
-                       f"{ctx} tokens", "max_tokens", "context_length_exceeded")
+    if svc.local:  # the longest prompt must fit with max_tokens (OpenAI's default 16 too)
+        lengths = svc.prompt_lengths(prompts)
+        i = max(range(len(prompts)), key=lengths.__getitem__)
+        _check_context(svc.context_length, lengths[i], max_tokens,
+                       "prompt" if len(prompts) == 1 else f"longest prompt (prompt {i})",
+                       "prompt")
     bias = _bias(req.logit_bias)
     if bias and not (max_tokens == 0 or (max_tokens == 1 and req.temperature == 0)):
         raise _unsupported("logit_bias", "it applies to single-token greedy completions only: "
@@ -244,12 +267,10 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     ctx = svc.context_length
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
         else req.max_tokens
-    if max_tokens is None:
+    _check_context(ctx, prompt_tokens, max_tokens, "messages", "messages")
+    if max_tokens is None:  # what is left of the context, at most the default
         max_tokens = DEFAULT_CHAT_MAX_TOKENS if ctx is None else \
-            max(0, min(DEFAULT_CHAT_MAX_TOKENS, ctx - prompt_tokens))
-    if ctx is not None and max_tokens > ctx:
-        raise APIError(400, f"max_tokens {max_tokens} is more than the model's context of "
-                       f"{ctx} tokens", "max_tokens", "context_length_exceeded")
+            min(DEFAULT_CHAT_MAX_TOKENS, ctx - prompt_tokens)
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
     base_seed = svc.sample_seed(req.seed)
     runs = 1 if req.temperature == 0 else req.n
