@@ -436,3 +436,28 @@ def test_chat_that_leaves_no_room_for_the_completion_is_a_400(tiny_url: str,
                                             messages=[{"role": "user", "content": content}])
     _context_error(err, "messages", f"your messages resulted in {n} tokens, which leaves no "
                    "room for a completion. Please reduce the length of the messages.")
+
+
+def test_a_body_sent_as_text_is_told_to_send_json(fake_url: str) -> None:
+    import httpx2
+
+    r = httpx2.post(fake_url.removesuffix("/v1") + "/v1/completions", content=b'{"prompt": 1}',
+                    headers={"Content-Type": "text/plain"}, timeout=30)
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == ("the request body must be a JSON object sent with "
+                                            "Content-Type: application/json")
+
+
+def test_without_the_key_a_body_is_refused_before_it_is_read() -> None:
+    import httpx2
+
+    from blackbox.serve import create_app
+
+    app = create_app(FakeBackend(), api_key="k-1", max_body_bytes=1024)
+    body = json.dumps({"input": ["a" * 4096]}).encode()
+    with running_server(app) as url, httpx2.Client(timeout=30) as c:
+        r = c.post(url + "/embeddings", content=_chunks(body, 512))
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = c.post(url + "/embeddings", content=_chunks(body, 512),
+                   headers={"Authorization": "Bearer k-1"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"

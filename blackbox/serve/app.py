@@ -7,12 +7,11 @@ middlewares run before FastAPI parses anything:
 * the error guard, outermost, keeps every exception from reaching uvicorn, which answers
   it by closing the connection: a 500 is an error envelope on a connection that stays
   usable (keep-alive), like any other error;
-
+* the auth guard answers 401 unless ``Authorization: Bearer <key>`` matches, on every route
+  but ``/health`` (and the docs), when the server has an API key;
 * the size guard answers 413 to bodies over ``max_body_bytes`` (by ``Content-Length``, or
   while reading a chunked body, before the app sees it), so an oversized request never
-  reaches the JSON parser;
-* the auth guard answers 401 unless ``Authorization: Bearer <key>`` matches, on every route
-  but ``/health`` (and the docs), when the server has an API key.
+  reaches the JSON parser.
 """
 
 from __future__ import annotations
@@ -195,10 +194,12 @@ def create_app(
     app.include_router(bbx_routes.router)
     if warm:
         svc.warm()
-    wrapped: Any = app
+    # auth outside the size guard: a client without the key gets its 401 before the server
+    # reads (and holds) any of its body
+    wrapped: Any = BodyLimit(app, max_body_bytes)
     if api_key:
         wrapped = BearerAuth(wrapped, api_key)
-    wrapped = ServerErrors(BodyLimit(wrapped, max_body_bytes))
+    wrapped = ServerErrors(wrapped)
     # keep the FastAPI object reachable (tests, openapi()) through the middleware stack
     wrapped.fastapi = app
     return wrapped

@@ -102,6 +102,9 @@ def describe(errors: Sequence[dict[str, Any]], body: Any, allowed: dict[str, str
              ) -> tuple[str, str | None, str]:
     """``(message, param, code)`` for a request's validation errors: the first bad field in
     one sentence, and how many other fields are bad."""
+    if isinstance(body, bytes | str):  # not parsed: sent with another Content-Type
+        return ("the request body must be a JSON object sent with Content-Type: "
+                "application/json", None, "invalid_value")
     if not isinstance(body, dict):
         return (f"the request body must be a JSON object, got {shown(body)}", None,
                 "invalid_value")
