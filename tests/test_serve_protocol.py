@@ -334,6 +334,17 @@ def test_completion_fields_bbx_cannot_honour_are_400s(fake_client: Any) -> None:
                                   "param": param, "code": "unsupported_parameter"}
 
 
+def test_embedding_dimensions_other_than_the_models_are_400s(fake_client: Any) -> None:
+    assert len(fake_client.embeddings.create(model="fake-1", input="x", dimensions=16)
+               .data[0].embedding) == 16
+    with pytest.raises(openai.BadRequestError) as err:
+        fake_client.embeddings.create(model="fake-1", input="x", dimensions=8)
+    assert err.value.body == {
+        "message": "dimensions: not supported by bbx serve (this model's embeddings have 16 "
+                   "dimensions, and they cannot be shortened)",
+        "type": "invalid_request_error", "param": "dimensions", "code": "unsupported_parameter"}
+
+
 def test_n_and_include_usage_are_honoured(fake_client: Any) -> None:
     res = fake_client.chat.completions.create(model="fake-1", messages=CHAT, max_tokens=2,
                                               n=3, temperature=1.0, seed=1)
