@@ -1,6 +1,7 @@
 """Builders shared by the serve / remote / adapter tests: a tiny random Llama with a tiny BPE
 tokenizer (and a chat template), a tiny zoo of PEFT LoRA adapters made with ``peft`` on it,
-and a uvicorn server run in a background thread on a free loopback port.
+a uvicorn server run in a background thread on a free loopback port, and ``bbx serve`` run
+as a user runs it (a subprocess of the CLI).
 
 Imported by the test modules (``tests/`` is on ``sys.path`` under pytest).
 """
@@ -8,7 +9,11 @@ Imported by the test modules (``tests/`` is on ``sys.path`` under pytest).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -123,3 +128,38 @@ def running_server(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def cli_server(*args: str, ready_s: float = 600.0) -> Iterator[str]:
+    """Run ``bbx serve --port P *args`` in a subprocess, as a user starts it; yields its
+    ``/v1`` base URL once ``/health`` answers, and stops the server after."""
+    import httpx2
+
+    port = free_port()
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe blocks the server
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "blackbox.cli.main", "serve", "--port", str(port),
+             "--log-level", "warning", *args],
+            stdout=log, stderr=subprocess.STDOUT, cwd=repo, env=dict(os.environ))
+        try:
+            root = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + ready_s  # the first run converts the GGUF
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError("bbx serve did not start:\n"
+                                       + log.read().decode(errors="replace")[-3000:])
+                with contextlib.suppress(httpx2.HTTPError):
+                    if httpx2.get(root + "/health", timeout=5).status_code == 200:
+                        break
+                time.sleep(0.25)
+            yield root + "/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)

@@ -69,3 +69,35 @@ def test_without_linger_the_trickle_is_split_and_a_lone_client_never_waits_long(
     finally:
         b.close()
     assert fast.sizes == [1] * 5
+
+
+class RowsBackend:
+    """Like the local backend: per-row verbs go through ``call_rows`` to an engine that has
+    no ``embed``; embeddings are the backend's own method."""
+
+    def __init__(self) -> None:
+        self.verbs: list[str] = []
+
+    def call_rows(self, verb: str, args: tuple[Any, ...], adapters: list[Any],
+                  **kwargs: Any) -> list[Any]:
+        if verb != "label_logprobs":  # what the Engine answers: getattr(engine, verb)
+            raise AttributeError(f"'Engine' object has no attribute '{verb}'")
+        self.verbs.append(verb)
+        return [[0.0] * len(args[1]) for _ in args[0]]
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.verbs.append("embed")
+        return [[float(len(t))] for t in texts]
+
+
+def test_embed_on_a_per_row_backend_calls_the_backends_embed() -> None:
+    # the default server (local backend, MiniLM) answered every /v1/embeddings with a 500
+    backend = RowsBackend()
+    b = Batcher(backend, max_batch=64, max_wait_s=0.0)
+    try:
+        assert b.submit(Job("embed", None, ["a", "bb"])).result(timeout=10) == [[1.0], [2.0]]
+        words = Job("label_logprobs", ("x",), ["p"], adapter="a1")
+        assert b.submit(words).result(timeout=10) == [[0.0]]
+    finally:
+        b.close()
+    assert backend.verbs == ["embed", "label_logprobs"]

@@ -1,4 +1,5 @@
-"""``bbx serve`` on the real bundled SmolLM2-135M (slow): the remote backend agrees with the
+"""``bbx serve`` on the real bundled SmolLM2-135M (slow): the server as a user starts it (CLI
+defaults: the MiniLM embedder) answers the OpenAI routes, the remote backend agrees with the
 local one through the server, and per-row LoRA mixtures on the real model equal separate
 runs and PEFT's own forward."""
 
@@ -13,7 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("fastapi")
 
-from serve_support import running_server  # noqa: E402
+from serve_support import cli_server, running_server  # noqa: E402
 
 TEMPLATE = "Review: {text}\nSentiment:"
 REVIEWS = [
@@ -55,6 +56,27 @@ def real_local(real_zoo):
     b = LocalBackend(dtype="float32", adapters=str(real_zoo))
     yield b
     b.close()
+
+
+@pytest.mark.slow
+def test_bbx_serve_with_its_defaults_answers_embeddings() -> None:
+    # `bbx serve` with no options embeds with MiniLM: every /v1/embeddings used to be a 500
+    openai = pytest.importorskip("openai")
+    from blackbox.engine.embed import SentenceEmbedder
+
+    texts = ["hello", "an engrossing portrait of a family coming apart"]
+    with cli_server() as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        model_id = client.models.list().data[0].id
+        res = client.embeddings.create(model=model_id, input=texts)
+        one = client.embeddings.create(model=model_id, input="hello")
+    assert [d.index for d in res.data] == [0, 1] and res.model == model_id
+    want = SentenceEmbedder().embed(texts)
+    assert [len(d.embedding) for d in res.data] == [384, 384]
+    for d, w in zip(res.data, want, strict=True):
+        assert d.embedding == pytest.approx(w, abs=1e-5)
+    assert one.data[0].embedding == pytest.approx(want[0], abs=1e-5)
+    assert res.usage.prompt_tokens > 0
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ Each call then runs:
 
 * on a backend with per-row adapters (``call_rows``, the local backend) jobs naming different
   adapters or mixtures share the call, each row with its own low-rank factors;
-* on any other backend the gathered jobs are split by adapter, one call each.
+* on any other backend the gathered jobs are split by adapter, one call each;
+* ``embed`` calls the backend's own ``embed`` on every backend (embeddings take no adapter).
 
 A job whose input is bad must not fail the jobs batched with it: when a shared call raises
 a :class:`~blackbox.errors.BbxError`, each job is run again on its own, so only the bad one
@@ -37,9 +38,10 @@ from blackbox.errors import BbxError
 
 log = logging.getLogger(__name__)
 
-# verb -> how its items are laid out as positional arguments of the backend call
-_ITEM_ARGS = {"label_logprobs": 1, "hidden": 1, "generate": 1, "mean_hidden": 1, "embed": 1,
-              "score": 2}
+# The verbs a per-row backend answers through ``call_rows``: they are Engine methods that take
+# one adapter per row. Embeddings are not (MiniLM ignores adapters, and the Engine has no
+# ``embed``): they go to the backend's own ``embed`` on every backend.
+_ROW_VERBS = {"label_logprobs", "score", "hidden", "mean_hidden", "generate"}
 
 
 @dataclass
@@ -204,7 +206,7 @@ class Batcher:
         if batch[0].call is not None:
             flat = batch[0].call(items, adapters) if self.rows else \
                 self._by_adapter(batch, lambda its, a: batch[0].call(its, [a] * len(its)))
-        elif self.rows:
+        elif self.rows and verb in _ROW_VERBS:
             args, kwargs = self._args(batch[0], items)
             flat = self.backend.call_rows(verb, args, adapters, **kwargs)
         else:

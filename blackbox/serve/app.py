@@ -1,13 +1,17 @@
 """The FastAPI application of ``bbx serve``: any Backend over the OpenAI protocol + bbx
 extensions, with bearer-token auth, a body-size limit and OpenAI error envelopes.
 
-``create_app(backend)`` builds the app; :func:`serve` runs it with uvicorn. Two pure-ASGI
+``create_app(backend)`` builds the app; :func:`serve` runs it with uvicorn. Pure-ASGI
 middlewares run before FastAPI parses anything:
 
-* the size guard answers 413 to bodies over ``max_body_bytes`` (by ``Content-Length``, or
-  while reading a chunked body), so an oversized request never reaches the JSON parser;
+* the error guard, outermost, keeps every exception from reaching uvicorn, which answers
+  it by closing the connection: a 500 is an error envelope on a connection that stays
+  usable (keep-alive), like any other error;
 * the auth guard answers 401 unless ``Authorization: Bearer <key>`` matches, on every route
-  but ``/health`` (and the docs), when the server has an API key.
+  but ``/health`` (and the docs), when the server has an API key;
+* the size guard answers 413 to bodies over ``max_body_bytes`` (by ``Content-Length``, or
+  while reading a chunked body, before the app sees it), so an oversized request never
+  reaches the JSON parser.
 """
 
 from __future__ import annotations
@@ -42,15 +46,22 @@ async def _send_error(send: Any, status: int, message: str, code: str,
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with a 413 envelope."""
+    """Refuse request bodies over ``limit`` bytes with a 413 envelope.
+
+    A declared ``Content-Length`` over the limit is refused before reading. Any other body
+    (chunked ones have no length) is read here, counted as it arrives and refused as soon as
+    it passes the limit; the app then gets the body already read. Counting inside the app's
+    own reads would not do: FastAPI turns any error raised while it reads the body into a
+    400 "error parsing the body".
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
+
+    async def _too_large(self, send: Any) -> None:
+        await _send_error(send, 413, f"the request body is over this server's limit of "
+                          f"{self.limit} bytes", "body_too_large")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -63,32 +74,62 @@ class BodyLimit:
                     return await _send_error(send, 400, "bad Content-Length header",
                                              "invalid_header")
                 if too_big:
-                    return await _send_error(send, 413, f"request body over {self.limit} "
-                                             "bytes", "body_too_large")
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+                    return await self._too_large(send)
+        body = bytearray()
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return msg
+            if msg["type"] != "http.request":  # the client went away: nobody to answer
+                return
+            body += msg.get("body", b"")
+            if len(body) > self.limit:
+                return await self._too_large(send)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # after the body: disconnects, as the server reports them
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class ServerErrors:
+    """Answer unhandled exceptions with a 500 envelope and never let them reach uvicorn.
+
+    Starlette re-raises an exception after its handler has answered the 500; uvicorn then
+    closes the connection without a ``Connection: close``, and the client's next request on
+    it fails with a reset. Swallowing the re-raise keeps the connection usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = done = False
 
         async def tracking_send(msg: Message) -> None:
-            nonlocal started
+            nonlocal started, done
             if msg["type"] == "http.response.start":
                 started = True
+            elif msg["type"] == "http.response.body" and not msg.get("more_body", False):
+                done = True
             await send(msg)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, f"request body over {self.limit} bytes",
-                                  "body_too_large")
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if done:  # answered (the app's handler logged it): the connection is fine
+                return
+            if started:  # a response cut short: only closing the connection can say so
+                raise
+            log.exception("unhandled error (a bug in bbx serve)")
+            await _send_error(send, 500, "internal error", "internal_error", "server_error")
 
 
 class BearerAuth:
@@ -153,10 +194,12 @@ def create_app(
     app.include_router(bbx_routes.router)
     if warm:
         svc.warm()
-    wrapped: Any = app
+    # auth outside the size guard: a client without the key gets its 401 before the server
+    # reads (and holds) any of its body
+    wrapped: Any = BodyLimit(app, max_body_bytes)
     if api_key:
         wrapped = BearerAuth(wrapped, api_key)
-    wrapped = BodyLimit(wrapped, max_body_bytes)
+    wrapped = ServerErrors(wrapped)
     # keep the FastAPI object reachable (tests, openapi()) through the middleware stack
     wrapped.fastapi = app
     return wrapped

@@ -2,7 +2,9 @@
 
 Anything a client sends that cannot be served is a 4xx with this envelope, and the server
 keeps serving: validation errors and malformed JSON (400), a bad key (401), unknown
-models or adapters (404), oversized bodies (413). A 500 means a bug in bbx.
+models or adapters (404), oversized bodies (413). A 500 means a bug in bbx. A validation
+error's message is one sentence naming the field and what it may be
+(:mod:`blackbox.serve.validation`), not pydantic's internals.
 """
 
 from __future__ import annotations
@@ -63,11 +65,6 @@ def from_bbx_error(e: BbxError, param: str | None = None) -> APIError:
     return APIError(400, msg, param, "invalid_value")
 
 
-def _loc_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(x) for x in loc if x not in ("body",)]
-    return ".".join(parts) or None
-
-
 def install_handlers(app: Any) -> None:
     """Register the envelope handlers on a FastAPI app."""
     from fastapi.exceptions import RequestValidationError
@@ -83,20 +80,21 @@ def install_handlers(app: Any) -> None:
         return envelope(err.status, err.message, err.param, err.code)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Any, exc: RequestValidationError) -> Any:
+    async def _validation(request: Any, exc: RequestValidationError) -> Any:
+        from blackbox.serve.validation import allowed_for, describe
+
         errors = exc.errors()
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             return envelope(400, "the request body is not valid JSON: "
                             f"{first.get('ctx', {}).get('error', 'parse error')}",
                             None, "invalid_json")
-        loc = tuple(first.get("loc", ()))
-        if loc == ("body",) and first.get("type") == "missing":
+        if tuple(first.get("loc", ())) == ("body",) and first.get("type") == "missing":
             return envelope(400, "the request needs a JSON object body", None, "missing_body")
-        param = _loc_param(loc)
-        msg = str(first.get("msg", "invalid request"))
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        return envelope(400, f"{param or 'body'}: {msg}{more}", param, "invalid_value")
+        route = request.scope.get("route")
+        message, param, code = describe(errors, exc.body,
+                                        allowed_for(getattr(route, "endpoint", None)))
+        return envelope(400, message, param, code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Any, exc: StarletteHTTPException) -> Any:

@@ -10,7 +10,12 @@ Semantics follow OpenAI (and vLLM where OpenAI is silent):
 * ``logit_bias`` shifts the next-token logits and the reported log-probs (as OpenAI's do);
   bbx applies it to single-token greedy completions (``max_tokens <= 1``,
   ``temperature = 0``), the idiom classifiers use, and refuses it elsewhere;
-* ``stream=true`` answers the whole completion as one server-sent chunk, then ``[DONE]``.
+* ``stream=true`` answers the whole completion as one server-sent chunk, then ``[DONE]``
+  (with ``stream_options.include_usage``, a last chunk holding the usage before it);
+* a prompt and ``max_tokens`` that do not fit the model's context together are a 400 with
+  OpenAI's ``context_length_exceeded`` message, not a completion cut short;
+* fields bbx cannot honour are 400s with code ``unsupported_parameter`` (see
+  :mod:`blackbox.serve.schemas`), never silently ignored.
 """
 
 from __future__ import annotations
@@ -48,7 +53,38 @@ def _bias(raw: dict[str, float] | None) -> dict[int, float] | None:
     return {int(k): float(v) for k, v in raw.items()}
 
 
-def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
+def _unsupported(param: str, why: str) -> APIError:
+    return APIError(400, f"{param}: not supported by bbx serve ({why})", param,
+                    "unsupported_parameter")
+
+
+def _check_context(ctx: int | None, prompt_len: int, max_tokens: int | None, where: str,
+                   param: str) -> None:
+    """OpenAI's 400 when the prompt and the completion asked for exceed the context; with
+    ``max_tokens=None`` (none asked for) the prompt must leave room for one token."""
+    if ctx is None:
+        return
+    head = f"This model's maximum context length is {ctx} tokens. However, "
+    if max_tokens is None:
+        if prompt_len >= ctx:
+            raise APIError(400, f"{head}your {where} resulted in {prompt_len} tokens, which "
+                           f"leaves no room for a completion. Please reduce the length of the "
+                           f"{where}.", param, "context_length_exceeded")
+    elif prompt_len + max_tokens > ctx:
+        raise APIError(400, f"{head}you requested {prompt_len + max_tokens} tokens "
+                       f"({prompt_len} in the {where}, {max_tokens} in the completion). Please "
+                       f"reduce the length of the {where} or the completion.", param,
+                       "context_length_exceeded")
+
+
+def _sse(chunks: list[dict[str, Any]], usage: dict[str, int] | None = None
+         ) -> StreamingResponse:
+    """The chunks as server-sent events; ``usage`` (``include_usage``) in a last chunk with
+    no choices, as OpenAI sends it."""
+    if usage is not None:
+        chunks = [*({**c, "usage": None} for c in chunks),
+                  {**chunks[-1], "choices": [], "usage": usage}]
+
     def gen() -> Any:
         for c in chunks:
             yield f"data: {json.dumps(c)}\n\n"
@@ -117,16 +153,18 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
     adapter = svc.resolve_adapter(req.model, req.adapter)
     prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
     if req.best_of not in (None, req.n):
-        raise APIError(400, "best_of other than n is not supported", "best_of")
+        raise _unsupported("best_of", "best_of must equal n: leave it out")
     max_tokens = 16 if req.max_tokens is None else req.max_tokens
-    ctx = svc.context_length
-    if ctx is not None and max_tokens > ctx:
-        raise APIError(400, f"max_tokens {max_tokens} is more than the model's context of "
-                       f"{ctx} tokens", "max_tokens", "context_length_exceeded")
+    if svc.local:  # the longest prompt must fit with max_tokens (OpenAI's default 16 too)
+        lengths = svc.prompt_lengths(prompts)
+        i = max(range(len(prompts)), key=lengths.__getitem__)
+        _check_context(svc.context_length, lengths[i], max_tokens,
+                       "prompt" if len(prompts) == 1 else f"longest prompt (prompt {i})",
+                       "prompt")
     bias = _bias(req.logit_bias)
     if bias and not (max_tokens == 0 or (max_tokens == 1 and req.temperature == 0)):
-        raise APIError(400, "bbx serve applies logit_bias to single-token greedy completions "
-                       "only (max_tokens <= 1, temperature 0)", "logit_bias")
+        raise _unsupported("logit_bias", "it applies to single-token greedy completions only: "
+                           "max_tokens <= 1, temperature 0")
     k = req.logprobs
     token_level = k is not None or bias is not None
     if token_level and not svc.local:
@@ -135,6 +173,7 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
     choices: list[dict[str, Any]] = []
     prompt_tokens = svc.count_tokens(prompts)
     completion_tokens = 0
+    stop = [req.stop] if isinstance(req.stop, str) else req.stop
     if max_tokens == 0 or (token_level and max_tokens == 1 and req.temperature == 0):
         # scoring / one greedy token: a single forward pass per prompt, no generation loop
         if svc.local:
@@ -147,8 +186,11 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
                 rec = recs[i]
                 tok = rec.next_pick
                 eos = tok in svc.engine.eos_ids
-                text += "" if eos else svc.decode([tok])
-                finish = "stop" if eos else "length"
+                piece = "" if eos else svc.decode([tok])
+                # a stop string in the token ends the text there, as in generation
+                cuts = [piece.find(s) for s in stop or [] if s and s in piece]
+                text += piece[:min(cuts)] if cuts else piece
+                finish = "stop" if eos or cuts else "length"
                 completion_tokens += 1
                 if k is not None:
                     extra = (tok, rec.next_logprob, rec.next_top)
@@ -161,7 +203,6 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
                                 "finish_reason": finish})
     else:
         base_seed = svc.sample_seed(req.seed)
-        stop = [req.stop] if isinstance(req.stop, str) else req.stop
         runs = 1 if req.temperature == 0 else req.n
         outs = []
         for j in range(runs):
@@ -189,7 +230,8 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
     body = {"id": rid, "object": "text_completion", "created": created, "model": svc.model_id,
             "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
     if req.stream:
-        return _sse([{**body, "usage": None}])
+        include = req.stream_options is not None and req.stream_options.include_usage
+        return _sse([{**body, "usage": None}], body["usage"] if include else None)
     return body
 
 
@@ -213,8 +255,8 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     req.warn_extra("/v1/chat/completions")
     adapter = svc.resolve_adapter(req.model, req.adapter)
     if req.logit_bias:
-        raise APIError(400, "logit_bias is supported on /v1/completions only (single-token "
-                       "greedy completions)", "logit_bias")
+        raise _unsupported("logit_bias", "it applies on /v1/completions only, to single-token "
+                           "greedy completions")
     if (req.logprobs or req.top_logprobs) and not svc.local:
         _ = svc.engine
     if req.top_logprobs and not req.logprobs:
@@ -225,12 +267,10 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     ctx = svc.context_length
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
         else req.max_tokens
-    if max_tokens is None:
+    _check_context(ctx, prompt_tokens, max_tokens, "messages", "messages")
+    if max_tokens is None:  # what is left of the context, at most the default
         max_tokens = DEFAULT_CHAT_MAX_TOKENS if ctx is None else \
-            max(0, min(DEFAULT_CHAT_MAX_TOKENS, ctx - prompt_tokens))
-    if ctx is not None and max_tokens > ctx:
-        raise APIError(400, f"max_tokens {max_tokens} is more than the model's context of "
-                       f"{ctx} tokens", "max_tokens", "context_length_exceeded")
+            min(DEFAULT_CHAT_MAX_TOKENS, ctx - prompt_tokens)
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
     base_seed = svc.sample_seed(req.seed)
     runs = 1 if req.temperature == 0 else req.n
@@ -264,7 +304,8 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
                                                        "content": c["message"]["content"]},
                         "logprobs": c["logprobs"], "finish_reason": c["finish_reason"]}]}
                   for c in choices]
-        return _sse(chunks)
+        include = req.stream_options is not None and req.stream_options.include_usage
+        return _sse(chunks, _usage(prompt_tokens, completion_tokens) if include else None)
     return {"id": rid, "object": "chat.completion", "created": created, "model": svc.model_id,
             "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
 
@@ -280,8 +321,8 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> dict[str, Any]:
     texts = [req.input] if isinstance(req.input, str) else list(req.input)
     vecs = await svc.embed(texts, adapter)
     if req.dimensions is not None and vecs and req.dimensions != len(vecs[0]):
-        raise APIError(400, f"this model's embeddings have {len(vecs[0])} dimensions; "
-                       "dimensions cannot change that", "dimensions")
+        raise _unsupported("dimensions", f"this model's embeddings have {len(vecs[0])} "
+                           "dimensions, and they cannot be shortened")
     data = []
     for i, v in enumerate(vecs):
         emb: Any = v

@@ -196,6 +196,11 @@ class Service:
             ids = list(self.engine._start_ids)
         return ids
 
+    def prompt_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Per prompt, its tokens as the engine runs it (an empty one is its start token)."""
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return [len(x) or len(self.engine._start_ids) for x in ids]
+
     def piece_ids(self, text: str) -> list[int]:
         """Token ids of a continuation (no special tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
