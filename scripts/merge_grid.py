@@ -75,8 +75,9 @@ def main() -> None:
     # CMA-ES ranks would be partly rounding (bf16 keeps ~3 significant digits)
     ap.add_argument("--dtype", default="float32", help="engine dtype (auto picks bf16 on "
                     "CPUs with native bf16)")
-    ap.add_argument("--user-examples", type=int, default=16)
-    ap.add_argument("--test-limit", type=int, default=200)
+    # 48: at least 8 per class for trec's 6 classes (24 per class for sst-2), stratified
+    ap.add_argument("--user-examples", type=int, default=48)
+    ap.add_argument("--test-limit", type=int, default=None, help="default: the full test split")
     ap.add_argument("--stage1", type=int, default=100, help="stage-1 evaluations (paper: 400)")
     ap.add_argument("--stage2", type=int, default=200, help="stage-2 evaluations (paper: 800)")
     ap.add_argument("--lorahub", type=int, default=40, help="LoraHub steps (paper: 40)")

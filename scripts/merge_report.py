@@ -32,13 +32,51 @@ LABELS = {
 }
 
 
-def load(runs: Path) -> list[dict]:
-    """Finished cells: recipe + summary per run directory."""
-    out = []
+def load(runs: Path) -> tuple[list[dict], int]:
+    """Finished cells (recipe + summary per run directory), and how many finished runs were
+    left out because they ran before the leak guard (no ``leak_check`` in their summary)."""
+    out, stale = [], 0
     for s in sorted(runs.glob("*/summary.json")):
+        summary = json.loads(s.read_text())
+        if summary.get("status") == "failed":
+            continue
+        if "leak_check" not in summary:
+            stale += 1
+            continue
         recipe = yaml.safe_load((s.parent / "recipe.yaml").read_text())
-        out.append({"dir": s.parent, "recipe": recipe, "summary": json.loads(s.read_text())})
-    return out
+        out.append({"dir": s.parent, "recipe": recipe, "summary": summary})
+    return out, stale
+
+
+#: The baselines Evo-Merging is compared with item by item.
+PAIRED = ("base", "uniform", "best-single", "lorahub", "evo-no-sign")
+
+
+def paired(cells: list[dict], task: str) -> list[str]:
+    """Evo minus each baseline, per seed, on the same test items: points [95% CI]."""
+    from blackbox.stats import format_diff, paired_bootstrap
+
+    by = {(c["recipe"]["seed"], c["recipe"]["variant"]): (c["summary"].get("test") or {})
+          for c in cells if c["recipe"]["task"] == task}
+    seeds = sorted({s for s, _ in by})
+    rows = []
+    for v in PAIRED:
+        cols = []
+        for sd in seeds:
+            a, b = by.get((sd, v), {}), by.get((sd, "evo"), {})
+            if v in DETERMINISTIC:
+                a = by.get((seeds[0], v), {})
+            ok = "correct" in a and "correct" in b and len(a["correct"]) == len(b["correct"])
+            cols.append(format_diff(paired_bootstrap(a["correct"], b["correct"])) if ok
+                        else "-")
+        if any(c != "-" for c in cols):
+            rows.append(f"| Evo − {LABELS[v]} | " + " | ".join(cols) + " |")
+    if not rows:
+        return []
+    return ([f"Evo-Merging minus each baseline on {task}'s test items, accuracy points with a "
+             "95% bootstrap interval over the items (10,000 resamples), one column per seed:",
+             "", "| comparison | " + " | ".join(f"s{s}" for s in seeds) + " |",
+             "|---|" + "---:|" * len(seeds)] + rows + [""])
 
 
 def _mean(xs: list[float]) -> str:
@@ -55,7 +93,8 @@ def _command(recipe: dict) -> str:
     st1, st2, lh = recipe["stage1"], recipe["stage2"], recipe["lorahub"]
     return (f"`scripts/merge_grid.py --tasks {recipe['task']} --seeds {recipe['seed']} "
             f"--variants {recipe['variant']} --user-examples {recipe['user_examples']} "
-            f"--test-limit {recipe['test_limit']} --stage1 {st1['evaluations']} "
+            + (f"--test-limit {recipe['test_limit']} " if recipe.get("test_limit") else "")
+            + f"--stage1 {st1['evaluations']} "
             f"--stage2 {st2['evaluations']} --lorahub {lh['evaluations']} "
             "--lock /tmp/bbx-heavy.lock`")
 
@@ -211,18 +250,27 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "results" / "evo-merge.md")
     ap.add_argument("--zoo", type=Path, default=None, help="zoo folder (for its manifest)")
     args = ap.parse_args()
-    cells = load(args.runs)
+    cells, stale = load(args.runs)
     lines = ["# Evo-Merging (bbx merge): results", "",
              "Every number is read from a run directory of `scripts/merge_grid.py` (one run "
              "per task × seed × variant, local backend = the same code path `bbx serve` "
              "answers through). Regenerate with `.venv/bin/python scripts/merge_report.py`.",
              ""]
+    if stale or not cells:
+        lines += ["**The earlier results are withdrawn.** They were measured on a zoo whose "
+                  "sst-5 and mr adapters trained on SST-2's test sentences (all 1,821 are in "
+                  "SST-5's test file, 693 in MR's after normalization), with user examples "
+                  "drawn from the test split. bbx now refuses such runs (the leak guard) and "
+                  "the zoo drops every merge target's test text and user example before "
+                  "training."
+                  + (f" {stale} finished run(s) from before the guard are left out." if stale
+                     else "") + (" The grid has not been rerun yet." if not cells else ""),
+                  ""]
     if cells:
         r = cells[0]["recipe"]
         lines += [
             "## Configuration: scaled down from the paper, honestly", "",
             "| | paper (official code) | here |", "|---|---|---|",
-            f"| user examples per evaluation | 300 (15 × 20 batches) | {r['user_examples']} |",
             f"| stage 1 (α) evaluations | 400, pop 20, σ0 0.05 | "
             f"{r['stage1']['evaluations']}, pop {r['stage1']['popsize']}, σ0 "
             f"{r['stage1']['sigma0']} |",
@@ -231,8 +279,11 @@ def main() -> None:
             f"{r['stage2']['sigma0']} |",
             f"| LoraHub steps | 40 | {r['lorahub']['evaluations']} |",
             f"| L1 weight | 0.05 | {r['l1']} |",
-            f"| scored test examples | full test sets | {r['test_limit']} (fixed subset, same "
-            "for every seed and variant, disjoint from the user's examples) |",
+            f"| user examples | 300 validation examples | {r['user_examples']}, stratified "
+            "(spread evenly over the classes), from the target's train and dev files |",
+            "| scored test examples | full test sets | "
+            + ("the full test split" if r['test_limit'] is None else
+               f"{r['test_limit']} (the shared seeded subset)") + " |",
             "| base model | Llama-2 / larger | SmolLM2-135M-Instruct, CPU, "
             f"{r['backend'].get('dtype', 'auto')} |",
             "| adapter repository | many public LoRAs | the zoo built by "
@@ -255,17 +306,24 @@ def main() -> None:
                       f"Held out of the zoo (merge targets): {', '.join(m['held_out'])}. "
                       "LoRA r=8, lora_alpha=16 on q,k,v,o,gate,up,down, trained on the label "
                       "word after the template.", "",
-                      "| adapter | source task | template | label words | steps | final "
-                      "train loss | train s |", "|---|---|---:|---|---:|---:|---:|"]
+                      "| adapter | source | template | label words | texts | dropped as "
+                      "target texts | steps | final train loss | train s |",
+                      "|---|---|---:|---|---:|---|---:|---:|---:|"]
             for name, a in m["adapters"].items():
                 sp = a["spec"]
-                lines.append(f"| {name} | {sp['task']} | {sp['template']} | "
-                             f"{sp['label_words'] or 'task default'} | {a['train']['steps']} | "
-                             f"{a['final_loss']:.3f} | {a['seconds']:.0f} |")
+                src = sp["task"] + (f" 16-shot files, seeds {sp['seeds']}" if sp.get("seeds")
+                                    else "")
+                dropped = ", ".join(f"{k} {v}" for k, v in
+                                    a.get("dropped_as_target_texts", {}).items() if v) or "none"
+                lines.append(f"| {name} | {src} | {sp['template']} | "
+                             f"{sp['label_words'] or 'task default'} | {a['examples']} | "
+                             f"{dropped} | {a['train']['steps']} | {a['final_loss']:.3f} | "
+                             f"{a['seconds']:.0f} |")
             lines.append("")
-    lines += ["## Results (test accuracy on the fixed subset)", ""]
+    lines += ["## Results (test accuracy)", ""]
     for task in TASKS:
         lines += table(cells, task)
+        lines += paired(cells, task)
     done = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]) for c in cells}
     # a deterministic variant (TIES) runs once per task, at the first seed
     grid = [(t, s, v) for s in SEEDS for t in TASKS for v in VARIANTS

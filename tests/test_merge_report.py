@@ -1,26 +1,39 @@
-"""The merge report on a partial grid copied from the committed runs: coverage names the
-missing cells, every accuracy is read from a summary, and cells from two machines are
-listed as such."""
+"""The merge report on a small grid made on the fake backend: every number is read from a
+summary, the paired differences come from the runs' per-item results, runs from before the
+leak guard are left out and said to be, cells from two machines are listed as such."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from blackbox.api import run_recipe
+from blackbox.stats import format_diff, paired_bootstrap
+
 REPO = Path(__file__).resolve().parents[1]
-RUNS = REPO / "results" / "merge-runs"
+FAKE = {"kind": "fake", "seed": 3, "bias": {"great": {" positive": 2.0}},
+        "adapter_bias": {"pos": {" positive": 1.5, " negative": -0.5},
+                         "neg": {" negative": 1.5}, "noise": {" positive": -2.0}}}
+SMALL = {"stage1": {"evaluations": 8, "popsize": 4}, "stage2": {"evaluations": 8, "popsize": 4},
+         "lorahub": {"optimizer": "ng:NGOpt", "evaluations": 4, "popsize": 1}}
 
 
-def test_partial_grid_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
+def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    for cell in sorted(RUNS.glob("*-s42-*")):
-        shutil.copytree(cell, runs / cell.name, ignore=shutil.ignore_patterns("merged",
-                                                                              "ledger.jsonl"))
-    assert len(list(runs.iterdir())) == 20  # sst-2 and trec, seed 42, all 10 variants
-    manifest = runs / "trec-s42-evo" / "manifest.json"
+    for seed in (42, 13):
+        for variant in ("base", "uniform", "best-single", "evo", "lorahub"):
+            name = f"sst-2-s{seed}-{variant}"
+            run_recipe({"method": "merge", "task": "sst-2", "seed": seed, "variant": variant,
+                        "user_examples": 16, "test_limit": 60, "backend": FAKE, "name": name,
+                        "output_dir": str(runs), **SMALL}, run_dir=runs / name,
+                       progress=False)
+    stale = runs / "trec-s42-base"  # a run from before the leak guard
+    stale.mkdir()
+    (stale / "summary.json").write_text(json.dumps({"test": {"accuracy": 0.12345}}))
+    (stale / "recipe.yaml").write_text("task: trec\nseed: 42\nvariant: base\n")
+    manifest = runs / "sst-2-s13-evo" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["host"].update(cpu="Some CPU", cpu_units=["avx2"])
     manifest.write_text(json.dumps(data))
@@ -31,13 +44,18 @@ def test_partial_grid_report_reads_every_number_from_the_runs(tmp_path: Path) ->
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     text = out.read_text()
-    assert "20 of 56 cells" in text and "sst-2 s13 base" in text and "trec s87 dare" in text
-    assert "- Some CPU (avx2): 1 cells (trec s42 ×1)" in text
-    assert "not recorded" in text and "19 cells" in text
-    for task in ("sst-2", "trec"):
-        evo = json.loads((runs / f"{task}-s42-evo" / "summary.json").read_text())
-        row = next(line for line in text.split(f"### {task}")[1].splitlines()
-                   if line.startswith("| **Evo-Merging**"))
-        assert row.split(" | ")[1] == f"{evo['test']['accuracy']:.3f}"  # one seed: no ± sd
-        assert f"- {task}: measured order" in text
+    assert "1 finished run(s) from before the guard are left out" in text
+    assert "0.123" not in text
+    assert "10 of 56 cells" in text and "trec s42 base" in text and "sst-2 s87 evo" in text
+    assert "- Some CPU (avx2): 1 cells (sst-2 s13 ×1)" in text
+    summaries = {v: json.loads((runs / f"sst-2-s42-{v}" / "summary.json").read_text())["test"]
+                 for v in ("evo", "uniform")}
+    evo_row = next(line for line in text.splitlines() if line.startswith("| **Evo-Merging**"))
+    evo13 = json.loads((runs / "sst-2-s13-evo" / "summary.json").read_text())["test"]
+    assert evo_row.split(" | ")[-1] == f"{summaries['evo']['accuracy']:.3f} |"  # acc s42
+    assert evo_row.split(" | ")[-2] == f"{evo13['accuracy']:.3f}"  # acc s13
+    want = format_diff(paired_bootstrap(summaries["uniform"]["correct"],
+                                        summaries["evo"]["correct"]))
+    row = next(line for line in text.splitlines() if line.startswith("| Evo − uniform"))
+    assert row.split(" | ")[-1] == f"{want} |"  # seed 42 is the last column
     assert "## The adapter zoo" not in text  # no zoo here: no zoo table made up

@@ -221,6 +221,9 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
     adapters = _adapter_data(ctx, names)
     ctx.check_leak({"user examples": user, **adapters}, {"test": test})
     ctx.check_leak(adapters, {"user examples": user})
+    leak_check = {"user_vs_test": "checked", "adapters_checked": len(adapters),
+                  "adapters_unchecked": len(names) - len(adapters),
+                  "overlaps": len(ctx.notes.get("overlap", []))}
     words = list(task.label_words)
     loss = MixtureLoss(ctx.backend, prompts_of(task, recipe.template, user),
                        np.array([e.label for e in user]), words, recipe.l1)
@@ -229,7 +232,7 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
     ctx.run_dir.write_json("mixture.json", {"adapter": spec, "adapters": names,
                                             "variant": recipe.variant})
     out: dict[str, Any] = {"task": task.name, "variant": recipe.variant, "adapters": names,
-                           "adapter": spec, **details}
+                           "adapter": spec, "leak_check": leak_check, **details}
     try:  # a searched spec was scored during the search: this is a cache hit
         info = loss.evaluate([spec])[0][1]
         out["user"] = {"n": len(user), "loss": info["ce"], "accuracy": info["accuracy"]}
