@@ -15,17 +15,49 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr)
 
 
+def held_out(summary: dict[str, Any]) -> tuple[str, int, float] | None:
+    """(split, size, accuracy) of the number a run reports, whichever method made it: the
+    first row of every summary table, so a train accuracy is never read as a test one."""
+    test = summary.get("test") if isinstance(summary.get("test"), dict) else None
+    if summary.get("method") == "eval" and "accuracy" in summary:
+        return summary.get("split", "test"), summary["n"], summary["accuracy"]
+    if summary.get("method") == "decode" and "n_eval" in summary:
+        return summary["eval_split"], summary["n_eval"], summary["accuracy"]
+    if summary.get("method") == "distill" and "eval" in summary:
+        return "test", summary["eval"], summary["accuracy"]
+    if test and "accuracy" in test:
+        return "test", test["n"], test["accuracy"]
+    return None
+
+
+def _without_correct(value: Any) -> Any:
+    """A summary value without its per-item ``correct`` strings (long, and for reports)."""
+    if isinstance(value, dict):
+        return {k: _without_correct(v) for k, v in value.items()
+                if k not in ("correct", "gold_only_correct")}
+    return value
+
+
 def render_summary(summary: dict[str, Any], run_dir: Path | str | None = None) -> None:
-    """A two-column rich table of a run's summary."""
+    """A two-column rich table of a run's summary, led by its held-out accuracy."""
     from rich.table import Table
 
     table = Table(title=f"bbx {summary.get('method', 'run')}", show_header=True)
     table.add_column("field")
     table.add_column("value", overflow="fold")
+    shown = held_out(summary)
+    if shown is not None:
+        split, n, acc = shown
+        table.add_row(f"[bold]{split} accuracy ({n})[/]", f"[bold]{acc:.4f}[/]")
+    if summary.get("status") == "failed":
+        table.add_row("[bold red]status[/]", f"failed: {summary.get('error')}")
     for key, value in summary.items():
+        if key in ("correct", "gold_only_correct"):
+            continue  # per-item results: for reports, not for reading
         if isinstance(value, float):
             value = f"{value:.4f}"
         elif isinstance(value, dict):
+            value = _without_correct(value)
             value = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in value.items())
         table.add_row(key, str(value))
