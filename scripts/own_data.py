@@ -131,14 +131,26 @@ def report(out: Path) -> None:
         "wall s |",
         "|---|---:|---:|---:|---:|",
     ]
+    verdicts: list[str] = []
     for name in order:
         s = runs[name]["summary"]
         acc, n = _test_accuracy(s)
-        correct = s["correct"] if "correct" in s else (s.get("test") or {}).get("correct")
-        diff = ("—" if name == "zero-shot" or base is None or correct is None
-                else format_diff(paired_bootstrap(base, correct)))
+        correct = (s["variants"][s["decoder"]].get("correct") if s["method"] == "decode"
+                   else s.get("correct", (s.get("test") or {}).get("correct")))
+        diff = "—"
+        if name != "zero-shot" and base is not None and correct is not None:
+            r = paired_bootstrap(base, correct)
+            diff = format_diff(r)
+            verdicts.append(f"{name} " + ("beats zero-shot" if r["lo"] > 0 else
+                                          "loses to zero-shot" if r["hi"] < 0 else
+                                          "is not distinguishable from zero-shot"))
         lines.append(f"| {name} | {100 * acc:.1f}% ({n}) | {diff} | {s['usage']['queries']} "
                      f"| {s['run_wall_s']:.0f} |")
+    if verdicts:
+        lines += ["", f"On these {LIMIT} items, by the intervals: " + "; ".join(verdicts)
+                  + "." + ("" if any("beats" in v for v in verdicts) else
+                           " No method beats zero-shot here; the README's walk-through says "
+                           "what to try then.")]
     lines += ["", "Commands (from the repository root):", "", "```bash"]
     files = {k: DATA / f for k, f in (("train", "train.csv"), ("dev", "dev.tsv"),
                                       ("test", "test.jsonl"), ("pool", "pool.txt"))}
