@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 TASKS = ["sst-2", "mr", "trec", "agnews", "sst-5"]
 SEEDS = [13, 21, 42, 87, 100]
 SHOTS = [1, 4, 16]
-COMPARE = ["zero-shot", "dect", "mpd-mean", "mpd-nocal", "mpd-1word"]
+COMPARE = ["zero-shot", "zero-shot-cal", "dect", "mpd-mean", "mpd-nocal", "mpd-1word"]
 
 
 def _done(runs: Path) -> dict[tuple[str, int, int, int | None], Path]:
@@ -47,9 +47,10 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=TASKS)
     ap.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     ap.add_argument("--shots", nargs="+", type=int, default=SHOTS)
-    ap.add_argument("--test-limit", type=int, default=200,
+    ap.add_argument("--test-limit", type=int, default=1000,
                     help="fixed test subset per task (same for every seed); 0 = full test set")
-    ap.add_argument("--runs", type=Path, default=REPO / "results" / "runs" / "mpd-grid")
+    # committed without their ledgers, predictions and decoder files (.gitignore)
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "mpd-runs")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "mpd.md")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--logprobs-from-hidden", action=argparse.BooleanOptionalAction,

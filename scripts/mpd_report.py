@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,7 +19,8 @@ sys.path.insert(0, str(REPO))
 
 from blackbox.paths import portable  # noqa: E402
 
-METHODS = [("zero-shot", "zero-shot"), ("dect", "DecT"), ("mpd", "MPD"),
+METHODS = [("zero-shot", "zero-shot"), ("zero-shot-cal", "calibrated zero-shot"),
+           ("dect", "DecT"), ("mpd", "MPD"),
            ("mpd-mean", "MPD mean-pool"), ("mpd-nocal", "MPD no-calib"),
            ("mpd-1word", "MPD 1 word")]
 TASK_ORDER = ["sst-2", "mr", "trec", "agnews", "sst-5"]
@@ -39,11 +39,14 @@ def collect(runs: Path) -> list[dict]:
             "run": s.parent.name, "task": r["task"], "shots": r["shots"], "seed": r["seed"],
             "test_limit": r.get("test_limit"), "n_eval": summ["n_eval"],
             "backend": manifest["backend"]["fingerprint"],
+            "dtype": (r.get("backend") or {}).get("dtype", "auto"),
+            "cpu": manifest.get("host", {}).get("cpu"),
+            "cpu_units": manifest.get("host", {}).get("cpu_units"),
             "neighbours_route": summ.get("notes", {}).get("label_word_neighbours"),
             "logprobs_from_hidden": bool(r.get("logprobs_from_hidden")),
             "variants": {k: {"accuracy": v["accuracy"], "fit_s": v.get("fit_s", 0.0),
                              "queries_per_example": v["queries_per_example"],
-                             "cal_weight": v.get("cal_weight")}
+                             "cal_weight": v.get("cal_weight"), "correct": v.get("correct")}
                          for k, v in summ["variants"].items()},
             "run_wall_s": summ["run_wall_s"], "paid_queries": summ["usage"]["queries"],
         })
@@ -55,6 +58,27 @@ def _cell(xs: list[float]) -> str:
         return "–"
     a = 100 * np.asarray(xs)
     return f"{a.mean():.1f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.1f}"
+
+
+def paired_table(by: dict, tasks: list[str], shots: list[int], other: str) -> list[str]:
+    """MPD minus ``other`` per (task, shots) and seed, on the same test items: points with a
+    95% bootstrap interval over the items."""
+    from blackbox.stats import format_diff, paired_bootstrap
+
+    seeds = sorted({r["seed"] for rs in by.values() for r in rs})
+    out = ["| task | shots | " + " | ".join(f"s{s}" for s in seeds) + " |",
+           "|---|---|" + "---:|" * len(seeds)]
+    for t in tasks:
+        for k in shots:
+            per = {r["seed"]: r["variants"] for r in by.get((t, k), [])}
+            cols = []
+            for sd in seeds:
+                v = per.get(sd, {})
+                a, b = (v.get(other) or {}).get("correct"), (v.get("mpd") or {}).get("correct")
+                cols.append(format_diff(paired_bootstrap(a, b)) if a and b else "–")
+            if any(c != "–" for c in cols):
+                out.append(f"| {t} | {k} | " + " | ".join(cols) + " |")
+    return out if len(out) > 2 else []
 
 
 def write_report(runs: Path, out: Path, limit: int | None, argv: list[str]) -> None:
@@ -108,24 +132,29 @@ def write_report(runs: Path, out: Path, limit: int | None, argv: list[str]) -> N
                          for m, _ in METHODS if m in fit)
     seeds = sorted({r["seed"] for r in rows})
     n_eval = {t: by[(t, shots[0])][0]["n_eval"] for t in tasks if by.get((t, shots[0]))}
-    # the command that makes these runs (a --report-only rewrite would reproduce nothing)
-    args = [a for a in argv[1:] if a != "--report-only"]
-    cmd = "flock /tmp/bbx-heavy.lock .venv/bin/python scripts/mpd_grid.py " + " ".join(args)
+    # the command that makes these runs, from the runs themselves (so a regeneration from
+    # the committed summaries writes the same file)
+    cmd = ("flock /tmp/bbx-heavy.lock .venv/bin/python scripts/mpd_grid.py --seeds "
+           + " ".join(map(str, seeds)) + f" --test-limit {limit or 0}")
+    paired_dect = paired_table(by, tasks, shots, "dect")
+    paired_zc = paired_table(by, tasks, shots, "zero-shot-cal")
     win_txt = ", ".join(f"{t}@{k}: {d * 100:+.1f}" for t, k, d in wins)
     n_win = sum(d > 0 for *_, d in wins)
     by_shot = ", ".join(f"{k} shots: {100 * np.mean([d for _, kk, d in wins if kk == k]):+.1f}"
                         for k in shots if any(kk == k for _, kk, _ in wins))
     md = f"""# MPD vs DecT on SmolLM2-135M-Instruct (`bbx decode`)
 
-Generated {time.strftime('%Y-%m-%d %H:%M')} by `scripts/mpd_report.py` from {len(rows)} run
-directories under `{portable(runs)}` (per-run
-numbers: `results/mpd-grid.json`). Reproduce:
+Made by `scripts/mpd_report.py` from the summaries of {len(rows)} runs under
+`{portable(runs)}` (committed; per-run numbers: `results/mpd-grid.json`); regenerate with
+`.venv/bin/python scripts/mpd_report.py`. The runs:
 
 ```bash
 {cmd.strip()}
 ```
 
-Setup: backend `local` (bundled SmolLM2-135M-Instruct, fp32 on CPU; fingerprint
+Setup: backend `local` (bundled SmolLM2-135M-Instruct on {rows[0]['cpu'] or 'a CPU'}
+({', '.join(rows[0]['cpu_units'] or []) or 'units not recorded'}), engine dtype
+{rows[0]['dtype']}; fingerprint
 `{rows[0]['backend']}`); tasks {', '.join(tasks)}; shots {shots}; seeds {seeds}.
 Train and dev are the k-shot splits of each seed (1 and 4 shots drawn from the shipped
 16-shot splits); test is a fixed subset of {limit or 'all'} examples per task, the same for
@@ -133,8 +162,13 @@ every seed and method (sizes: {', '.join(f'{t} {n}' for t, n in n_eval.items())}
 P = 3 templates (the task's own), 10 label words per class (route:
 {rows[0]['neighbours_route']}), projection 576→128, Q = 3 prototypes, Sinkhorn ε = 0.1
 (≤100 iterations), scale 10, Adam lr 1e-2, 30 full-batch epochs; β chosen on dev from
-{{0, 0.1, 0.3, 1, 3, 10, 30, 100}}; DecT λ = 1/shots. Zero-shot = the first template's
-label words, uncalibrated (what `bbx eval` reports). {lp_note}
+{{0, 0.1, 0.3, 1, 3, 10, 30, 100}}. DecT as its paper's code has it: the first template,
+L2-normalized projected features, fixed random unit prototypes, each class radius started
+from the data (its examples' mean distance), and λ chosen on dev from the same grid as
+MPD's β. Zero-shot = the first template's label words, uncalibrated (what `bbx eval`
+reports); calibrated zero-shot = MPD's calibrated class scores over the P templates and 10
+words per class with no trained decoder, so MPD − calibrated zero-shot is what the decoder
+itself adds. {lp_note}
 
 ## Test accuracy (%), mean ± std over seeds
 
@@ -145,6 +179,16 @@ Best mean per row in bold.
 
 MPD − DecT (points, seed means): {win_txt}. MPD ahead in {n_win} of {len(wins)} cells;
 mean gap by shots: {by_shot}.
+
+## Paired differences per seed (points, 95% bootstrap interval over the test items)
+
+MPD − DecT:
+
+{chr(10).join(paired_dect) or 'no pairs yet'}
+
+MPD − calibrated zero-shot (what the trained decoder adds):
+
+{chr(10).join(paired_zc) or 'no pairs yet'}
 
 ## Cost
 
@@ -164,7 +208,9 @@ from cached features (normalization statistics, 30 epochs, β search on dev) on 
     old = out.read_text() if out.is_file() else ""
     notes = old[old.index(marker):] if marker in old else marker + "\n"
     out.write_text(md + "\n" + notes)
-    (out.parent / "mpd-grid.json").write_text(json.dumps(rows, indent=1) + "\n")
+    slim = [{**r, "variants": {k: {m: x for m, x in v.items() if m != "correct"}
+                               for k, v in r["variants"].items()}} for r in rows]
+    (out.parent / "mpd-grid.json").write_text(json.dumps(slim, indent=1) + "\n")
     _plot(by, tasks, shots, out.parent / "mpd.png")
     print(f"wrote {out}")
 
@@ -193,5 +239,11 @@ def _plot(by: dict, tasks: list[str], shots: list[int], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    runs = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "results" / "runs" / "mpd-grid"
-    write_report(runs, REPO / "results" / "mpd.md", None, ["scripts/mpd_grid.py"])
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="?", type=Path, default=REPO / "results" / "mpd-runs")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "mpd.md")
+    ap.add_argument("--test-limit", type=int, default=1000, help="0: the full test sets")
+    a = ap.parse_args()
+    write_report(a.runs, a.out, a.test_limit or None, [])
