@@ -330,3 +330,24 @@ def test_bbx_distill_command_on_the_fake_backend(tmp_path) -> None:
     assert Path(s["student"]).is_file()
     bad = bbx("distill", "--task", "bbc-news", "--backend", "fake", "--acquisition", "entropi")
     assert bad.returncode == 2 and "acquisition" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_fine_tuned_student_and_whole_pool_reference(tmp_path: Path) -> None:
+    from blackbox.api import predict
+    from blackbox.stats import parse_correct
+
+    res = run_recipe(_recipe(tmp_path, student="finetune", finetune_epochs=1, whole_pool=True,
+                             eval_workers=False), backend=FakeBackend(fn=_oracle),
+                     progress=False)
+    s = res.summary
+    ft, whole = s["finetuned"], s["whole_pool"]
+    n_eval = s["eval"]
+    # accuracies are the means of the per-item results the reports pair up
+    assert ft["accuracy"] == round(float(parse_correct(ft["correct"]).mean()), 4)
+    assert len(ft["gold_only_correct"]) == len(ft["correct"]) == n_eval
+    assert whole["items"] == s["pool"] and whole["queries"] == 3 * s["pool"]
+    assert len(whole["correct"]) == n_eval
+    # the fine-tuned student is a folder bbx predict reads like the linear one
+    folder = res.run_dir / "student-finetuned"
+    rows = predict(folder, texts=["apple pie", "a grape"])
+    assert [sorted(r["probs"]) for r in rows] == [sorted(s_ for s_ in WORDS)] * 2

@@ -18,6 +18,7 @@ One run:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -77,17 +78,53 @@ class _Trainer:
         self.recipe, self.x_gold, self.n_classes = recipe, x_gold, n_classes
         self.t_gold = _onehot(y_gold, n_classes)
 
-    def fit(self, x: np.ndarray, posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def targets(self, posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training targets and weights of gold + labelled items (``label_mode``)."""
         if self.recipe.label_mode == "hard":
             targets = _onehot(posterior.argmax(axis=1), self.n_classes)
             weights = posterior.max(axis=1)  # a split vote counts for less
         else:
             targets, weights = posterior, np.ones(len(posterior))
-        return fit_logreg(
-            np.vstack([self.x_gold, x]), np.vstack([self.t_gold, targets]),
-            np.concatenate([np.full(len(self.x_gold), self.recipe.gold_weight), weights]),
-            c=self.recipe.student_c,
-        )
+        return (np.vstack([self.t_gold, targets]),
+                np.concatenate([np.full(len(self.t_gold), self.recipe.gold_weight), weights]))
+
+    def fit(self, x: np.ndarray, posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        targets, weights = self.targets(posterior)
+        return fit_logreg(np.vstack([self.x_gold, x]), targets, weights,
+                          c=self.recipe.student_c)
+
+
+def _finetuned(recipe: LMTurkRecipe, ctx: RunContext, trainer: _Trainer, splits: Splits,
+               labelled: np.ndarray, posterior: np.ndarray, y_eval: np.ndarray,
+               labels: list[str]) -> dict[str, Any]:
+    """The fine-tuned MiniLM student on gold + the workers' labels (saved in the run
+    directory), and the same fine-tuning on gold alone: what the labels add to it."""
+    from blackbox.methods.lmturk.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(epochs=recipe.finetune_epochs, lr=recipe.finetune_lr)
+    seed = int(ctx.rng("finetune").integers(2**31))
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if ctx.show_progress else None
+    gold = [e.text for e in splits.gold]
+    eval_texts = [e.text for e in splits.eval]
+    out: dict[str, Any] = {"epochs": cfg.epochs, "lr": cfg.lr}
+    t0 = time.perf_counter()
+    targets, weights = trainer.targets(posterior)
+    model = finetune(gold + [splits.pool_texts[i] for i in labelled], targets, weights, labels,
+                     cfg, seed, log)
+    pred = model.predict_proba(eval_texts).argmax(axis=1)
+    model.meta = {"task": recipe.task_name, "labelled": int(len(labelled)),
+                  "gold": len(gold), "run_dir": ctx.run_dir.path.name}
+    path = model.save(ctx.run_dir.path / "student-finetuned")
+    out.update(accuracy=round(accuracy(pred, y_eval), 4), correct=correct_string(pred, y_eval),
+               student=portable(path), fit_s=round(time.perf_counter() - t0, 1))
+    t0 = time.perf_counter()
+    empty, _ = trainer.targets(np.zeros((0, len(labels))))
+    gold_model = finetune(gold, empty, None, labels, cfg, seed)
+    gpred = gold_model.predict_proba(eval_texts).argmax(axis=1)
+    out.update(gold_only_accuracy=round(accuracy(gpred, y_eval), 4),
+               gold_only_correct=correct_string(gpred, y_eval),
+               gold_only_fit_s=round(time.perf_counter() - t0, 1))
+    return out
 
 
 def _probs(coef_int: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -272,6 +309,18 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
                 y_pool = _onehot(splits.pool_labels, n_classes)
                 upper = accuracy(_probs(trainer.fit(x_pool, y_pool), x_eval).argmax(axis=1),
                                  y_eval)
+            whole: dict[str, Any] | None = None
+            if recipe.whole_pool:
+                try:
+                    all_dists = crowd.ask(splits.pool_texts, bar, "workers: the whole pool")
+                    wpred = _probs(trainer.fit(x_pool, aggregate(all_dists, recipe.aggregation)),
+                                   x_eval).argmax(axis=1)
+                    whole = {"items": len(splits.pool_texts),
+                             "queries": m * len(splits.pool_texts),
+                             "accuracy": round(accuracy(wpred, y_eval), 4),
+                             "correct": correct_string(wpred, y_eval)}
+                except BudgetExceeded as e:
+                    ctx.notes["whole_pool_skipped"] = str(e)
             worker_eval: dict[str, Any] | None = None
             if recipe.eval_workers:
                 try:
@@ -296,6 +345,9 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
               "run_dir": ctx.run_dir.path.name},
     )
     student_path = student.save(ctx.run_dir.path / "student.json")
+
+    finetuned = (_finetuned(recipe, ctx, trainer, splits, labelled, posterior, y_eval,
+                            list(task.labels)) if recipe.student == "finetune" else None)
 
     label_quality, noise = _label_report(ctx, recipe, splits, trainer, x_pool[labelled],
                                          labelled, dists, posterior)
@@ -331,5 +383,7 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
         "label_accuracy": label_quality,
         "label_noise": noise,
         "student": portable(student_path),
+        **({"finetuned": finetuned} if finetuned is not None else {}),
+        **({"whole_pool": whole} if whole is not None else {}),
         "wall_s": round(time.perf_counter() - t0, 2),
     }

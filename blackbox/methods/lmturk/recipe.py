@@ -44,10 +44,19 @@ class LMTurkRecipe(RecipeBase):
     features: Literal["auto", "minilm", "backend"] = "auto"
     student_c: float = Field(1.0, gt=0)  # inverse L2 strength (chosen on the k-shot dev splits)
     label_mode: Literal["soft", "hard"] = "soft"
+    # "finetune": also fine-tune the MiniLM encoder end to end on gold + the workers' labels
+    # (and on gold alone, for comparison); saved as student-finetuned/ in the run directory
+    student: Literal["linear", "finetune"] = "linear"
+    finetune_epochs: int = Field(4, ge=1)
+    finetune_lr: float = Field(5e-5, gt=0)
     gold_weight: float = Field(1.0, gt=0)  # sample weight of a gold example (LLM labels: 1)
     # reporting
     eval_workers: bool = True  # also score the workers on the evaluation set (costs queries)
-    worker_eval_limit: int | None = Field(200, ge=1)  # ... on a seeded subset of this size
+    # ... on a seeded subset of this size (None: the whole evaluation set, the student's items)
+    worker_eval_limit: int | None = Field(None, ge=1)
+    # also let the workers label the whole pool (outside `queries`, metered as ever) and train
+    # the student on that: the reference active learning is measured against
+    whole_pool: bool = False
     noise_top: int = Field(50, ge=0)  # rows of label_noise.md
     chunk: int = Field(64, ge=1)  # prompts per metered call (progress + budget granularity)
 

@@ -143,6 +143,24 @@ class Student:
         return cls(labels, coef, intercept, feature_model, dict(data.get("meta") or {}))
 
 
+def load_student(path: str | Path) -> Any:
+    """A saved student of either kind: the linear JSON one, or a fine-tuned folder (its
+    ``student.json``, or the folder itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "student.json"
+    if p.is_file():
+        try:
+            kind = json.loads(p.read_text(encoding="utf-8")).get("model")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            kind = None
+        if kind == "finetuned-minilm":
+            from blackbox.methods.lmturk.finetune import FinetunedStudent
+
+            return FinetunedStudent.load(p)
+    return Student.load(p)
+
+
 def predict_rows(
     student: str | Path,
     texts: Sequence[str] | None = None,
@@ -156,7 +174,7 @@ def predict_rows(
 
     if (texts is None) == (input is None):
         raise BbxError("predict: give texts or an input file, exactly one of them")
-    model = Student.load(student)
+    model = load_student(student)
     gold = None
     if input is not None:
         texts, gold = read_texts(input, model.labels)
