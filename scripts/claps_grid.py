@@ -31,7 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TASKS = ["sst-2", "trec", "mr", "agnews"]
-SEEDS = [13, 21, 42]
+SEEDS = [13, 21, 42, 87, 100]
+#: test items scored per task (None: the full test set); AG News's 7,600 are cut to a seeded
+#: 2,000 (the shared subset), the rest are scored whole
+TEST_LIMIT = {"agnews": 2000}
 # method -> recipe settings on top of the base recipe (the scaled ClaPS configuration)
 METHODS: dict[str, dict[str, Any]] = {
     "manual": {"search": "manual"},
@@ -132,10 +135,22 @@ def finished(runs: Path) -> dict[str, Path]:
     return out
 
 
-def cell_recipe(base: dict[str, Any], task: str, seed: int, method: str,
-                runs: Path) -> dict[str, Any]:
+def cell_recipe(base: dict[str, Any], task: str, seed: int, method: str, runs: Path,
+                search_trials: int | None = None) -> dict[str, Any]:
+    """One cell's recipe. With ``search_trials``, ``queries`` is the pruning's cost (every
+    clustered token on the whole train split) plus that many search trials, so every task
+    gets the same search however large its train split is."""
     data = {**base, **METHODS[method], "task": task, "seed": seed,
             "name": run_name(task, seed, method), "output_dir": str(runs)}
+    if search_trials is not None:
+        from blackbox.data import get_task, load_split
+
+        n = len(load_split(get_task(task), "train", int(data.get("shots", 16)), seed))
+        if data.get("train_batch"):
+            n = min(n, int(data["train_batch"]))
+        pruning = (int(data.get("clusters") or 0) + 1) * n if data.get("prune") != "none" else 0
+        data["queries"] = pruning + search_trials * n
+        data["test_limit"] = TEST_LIMIT.get(task)
     return data
 
 
@@ -144,23 +159,30 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=TASKS)
     ap.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
-    ap.add_argument("--base", type=Path, default=REPO / "recipes" / "claps-sst2.yaml")
+    ap.add_argument("--base", type=Path, default=REPO / "recipes" / "claps-grid.yaml")
+    ap.add_argument("--search-trials", type=int, default=300,
+                    help="search trials per cell on top of the pruning (0: the base "
+                    "recipe's queries and test_limit as they are)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="override a base recipe key (key=value), like bbx run --set")
-    ap.add_argument("--runs", type=Path, default=REPO / "results" / "claps-runs")
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "claps-grid-runs")
     ap.add_argument("--fake", action="store_true", help="fake backend (a dry run, no model)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     args = ap.parse_args()
 
-    from blackbox.api import run_recipe
-    from blackbox.recipes.loader import _resolve_includes, apply_overrides
+    import yaml
 
-    base = apply_overrides(_resolve_includes(args.base), args.overrides)
+    from blackbox.api import run_recipe
+    from blackbox.recipes import load_recipe
+
+    # validated like any recipe (a misspelled key stops the grid here), then used as data
+    base = yaml.safe_load(yaml.safe_dump(load_recipe(args.base, args.overrides).model_dump(
+        mode="json")))
     args.runs.mkdir(parents=True, exist_ok=True)
     if args.fake:
         backend: Any = influence_fake(args.tasks, args.seeds, base)
         # a dry run keeps its responses (and clusters) with its runs, out of the real cache
-        base.setdefault("cache_dir", str(args.runs / "responses"))
+        base["cache_dir"] = base.get("cache_dir") or str(args.runs / "responses")
     else:
         from blackbox.backends.local import LocalBackend
 
@@ -176,7 +198,8 @@ def main() -> None:
                     print(f"= {name}: done ({done[name].name})", flush=True)
                     continue
                 t0 = time.perf_counter()
-                res = run_recipe(cell_recipe(base, task, seed, method, args.runs),
+                res = run_recipe(cell_recipe(base, task, seed, method, args.runs,
+                                             args.search_trials or None),
                                  backend=backend, progress=args.progress)
                 s = res.summary
                 test = (s.get("test") or {}).get("accuracy")

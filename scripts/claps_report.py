@@ -81,6 +81,7 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
                     "run_dir": portable(s.parent),
                     "best_prompt": summary["best_prompt"],
                     "test_acc": (summary.get("test") or {}).get("accuracy"),
+                    "test_correct": (summary.get("test") or {}).get("correct"),
                     "test_n": (summary.get("test") or {}).get("n"),
                     "dev_acc": summary["dev"]["accuracy"],
                     "train_acc": summary["train"]["accuracy"],
@@ -245,6 +246,28 @@ def efficiency_table(eff: list[dict[str, Any]], what: str,
     return lines
 
 
+def paired_table(runs: list[dict[str, Any]], base: str) -> list[str]:
+    """ClaPS (greedy, genetic) minus ``base`` per task and seed on the same test items:
+    accuracy points with a 95% bootstrap interval over the items."""
+    from blackbox.stats import format_diff, paired_bootstrap
+
+    by = {(r["task"], r["seed"], r["method"]): r.get("test_correct") for r in runs}
+    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in by)]
+    seeds = sorted({k[1] for k in by})
+    out = [f"| task | ClaPS − {LABELS[base]} | " + " | ".join(f"s{s}" for s in seeds) + " |",
+           "|---|---|" + "---:|" * len(seeds)]
+    for t in tasks:
+        for m in CLAPS:
+            cols = []
+            for sd in seeds:
+                a, b = by.get((t, sd, base)), by.get((t, sd, m))
+                ok = a is not None and b is not None and len(a) == len(b)
+                cols.append(format_diff(paired_bootstrap(a, b)) if ok else "–")
+            if any(c != "–" for c in cols):
+                out.append(f"| {t} | {LABELS[m]} | " + " | ".join(cols) + " |")
+    return out if len(out) > 2 else []
+
+
 def render(runs: list[dict[str, Any]], eff: list[dict[str, Any]],
            eff_r: list[dict[str, Any]], base: dict[str, Any], command: str) -> str:
     """The generated part of ``results/claps.md``. Cells of the grid that have not finished
@@ -310,6 +333,11 @@ def render(runs: list[dict[str, Any]], eff: list[dict[str, Any]],
         "label over the batch, the quantity the searches maximize; it does not saturate):",
         "", "\n".join(eff_r_lines), "",
         f"By reward: {goal_summary(eff_r)}",
+        *(["", "**Paired differences** on the same test items (points, 95% bootstrap "
+            "interval over the items), per seed:", "",
+            "\n".join(paired_table(runs, "manual")), "",
+            "\n".join(paired_table(runs, "random-search"))]
+          if paired_table(runs, "manual") else []),
         "", "**Best prompts** (selected on dev among the 3 best train prompts):", "",
         "\n".join(prompts), "",
         f"Reproduce: `{command}` then `.venv/bin/python scripts/claps_report.py`.",

@@ -22,14 +22,16 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_partial_grid_report(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
+    # the earlier scaled recipe as the base, its queries as they are (--search-trials 0)
+    old = ["--base", str(REPO / "recipes" / "claps-sst2.yaml"), "--search-trials", "0"]
     grid = _script("claps_grid.py", "--fake", "--runs", str(runs), "--tasks", "sst-2",
                    "--seeds", "13", "--methods", "manual", "random-search", "claps-greedy",
-                   "--set", "test_limit=40")
+                   "--set", "test_limit=40", *old)
     assert grid.returncode == 0, grid.stderr[-2000:]
     assert grid.stdout.count("\n+ ") + grid.stdout.startswith("+ ") == 3
     assert (runs / "responses").is_dir()  # the dry run keeps its cache with its runs
     again = _script("claps_grid.py", "--fake", "--runs", str(runs), "--tasks", "sst-2",
-                    "--seeds", "13", "--methods", "manual", "--set", "test_limit=40")
+                    "--seeds", "13", "--methods", "manual", "--set", "test_limit=40", *old)
     assert "= claps-manual-sst-2-s13: done" in again.stdout  # finished cells are skipped
 
     out = tmp_path / "claps.md"
@@ -42,10 +44,10 @@ def test_partial_grid_report(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("# prose kept") and text.endswith("tail kept\n")
     assert "stale generated table" not in text
-    assert "**3 of 60 grid runs finished**" in text and "57 missing" in text
+    assert "**3 of 100 grid runs finished**" in text and "97 missing" in text
     rows = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines()
             if ln.startswith("| ") and " | sst-2 | " not in ln}
-    assert "(1/3)" in rows["ClaPS-greedy"] and "missing" in rows["ClaPS-greedy"]
+    assert "(1/5)" in rows["ClaPS-greedy"] and "missing" in rows["ClaPS-greedy"]
     assert rows["ClaPS-genetic"].count("missing") == 7  # 4 tasks + queries, paid, wall
     eff = [ln for ln in text.splitlines() if ln.startswith("| sst-2 | 13 |")]
     # the two efficiency rows (train accuracy, train reward), the searched runs' prompts
@@ -53,6 +55,8 @@ def test_partial_grid_report(tmp_path: Path) -> None:
     for row in eff[:2]:
         assert "of 5000" in row and row.rstrip(" |").endswith("missing")  # genetic: not run
     assert "Goal (at most 20%" in text
+    paired = [ln for ln in text.splitlines() if ln.startswith("| sst-2 | ClaPS-greedy")]
+    assert len(paired) == 2 and "[" in paired[0]  # vs manual and vs random search, seed 13
     assert plot.stat().st_size > 10_000
     data = json.loads(js.read_text())
     assert len(data["runs"]) == 3 and data["efficiency"][0]["task"] == "sst-2"
