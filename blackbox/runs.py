@@ -212,3 +212,15 @@ def iter_runs(root: str | Path) -> list[dict[str, Any]]:
         run["status"] = run_status(run["summary"])
         out.append(run)
     return out
+
+
+def is_finished(path: str | Path) -> bool:
+    """Whether the run directory holds a finished run (a summary that is not ``failed``):
+    what grid scripts skip; a failed or incomplete one is resumed."""
+    f = Path(path) / "summary.json"
+    if not f.is_file():
+        return False
+    try:
+        return run_status(json.loads(f.read_text())) == "finished"
+    except json.JSONDecodeError:
+        return False

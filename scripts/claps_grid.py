@@ -128,9 +128,11 @@ def finished(runs: Path) -> dict[str, Path]:
     import yaml
 
     out: dict[str, Path] = {}
+    from blackbox.runs import is_finished
+
     for s in sorted(runs.glob("*/summary.json")):
         name = yaml.safe_load((s.parent / "recipe.yaml").read_text()).get("name")
-        if name:
+        if name and is_finished(s.parent):
             out[name] = s.parent
     return out
 

@@ -91,6 +91,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from blackbox.api import merge
+    from blackbox.runs import is_finished
 
     args.runs.mkdir(parents=True, exist_ok=True)
     cfg = scaled_config(args)
@@ -98,7 +99,7 @@ def main() -> None:
         for task in args.tasks:
             for variant in args.variants:
                 rd = args.runs / f"{task}-s{seed}-{variant}"
-                if (rd / "summary.json").is_file():
+                if is_finished(rd):
                     continue
                 if variant in DETERMINISTIC and seed != args.seeds[0]:
                     continue  # no user data, no randomness: the first seed's run stands for all

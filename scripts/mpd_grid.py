@@ -37,7 +37,7 @@ def _done(runs: Path) -> dict[tuple[str, int, int, int | None], Path]:
         import yaml
 
         r = yaml.safe_load(rec)
-        if summ.get("action") == "fit":
+        if summ.get("action") == "fit" and summ.get("status") != "failed":
             out[(r["task"], r["shots"], r["seed"], r.get("test_limit"))] = s.parent
     return out
 
