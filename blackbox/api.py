@@ -14,7 +14,8 @@ from blackbox.errors import BbxError
 from blackbox.methods import METHODS
 from blackbox.methods.base import RunContext
 from blackbox.paths import responses_dir
-from blackbox.recipes import load_recipe, parse_recipe
+from blackbox.recipes import parse_recipe
+from blackbox.recipes.loader import load_recipe_data
 from blackbox.recipes.schema import RecipeBase
 from blackbox.runs import RunDir, ledger_counts
 
@@ -44,16 +45,27 @@ def run_recipe(
     run_dir: str | Path | None = None,
     progress: bool = True,
     backend: Backend | None = None,
+    close_backend: bool = True,
 ) -> RunResult:
     """Run one recipe end to end and return its summary.
 
-    ``recipe`` is a validated recipe, a YAML path or a mapping. ``run_dir`` reopens an existing
-    run directory (resume); otherwise a fresh one is made under the recipe's ``output_dir``.
-    ``backend`` replaces the recipe's backend (tests, embedding bbx in another program).
+    ``recipe`` is a validated recipe, a YAML path or a mapping; a mapping with ``steps:`` is
+    a chain (:mod:`blackbox.chains`). ``run_dir`` reopens an existing run directory (resume);
+    otherwise a fresh one is made under the recipe's ``output_dir``. ``backend`` replaces the
+    recipe's backend (tests, embedding bbx in another program); with ``close_backend=False``
+    it is borrowed, and left open at the end.
     """
+    from blackbox.chains import is_chain, run_chain
+
     if isinstance(recipe, (str, Path)):
-        recipe = load_recipe(recipe, overrides)
+        data = load_recipe_data(recipe, overrides)
+        if is_chain(data):
+            return run_chain(data, run_dir=run_dir, progress=progress, source=f"recipe {recipe}",
+                             backend=backend)
+        recipe = parse_recipe(data, source=f"recipe {recipe}")
     elif isinstance(recipe, dict):
+        if is_chain(recipe):
+            return run_chain(recipe, run_dir=run_dir, progress=progress, backend=backend)
         recipe = parse_recipe(recipe)
     elif overrides:
         raise BbxError("overrides apply to recipe files; edit the recipe object instead")
@@ -87,7 +99,7 @@ def run_recipe(
         raise
     finally:
         if metered is not None:
-            metered.close()
+            metered.close(close_inner=close_backend)
     summary = {"method": method, **summary, "usage": metered.usage.as_dict(),
                "ledger_rows_this_run": ledger_counts(rd.ledger)["rows"] - ledger_before,
                "run_wall_s": round(time.perf_counter() - t0, 2)}

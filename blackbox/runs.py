@@ -224,3 +224,18 @@ def is_finished(path: str | Path) -> bool:
         return run_status(json.loads(f.read_text())) == "finished"
     except json.JSONDecodeError:
         return False
+
+
+def held_out(summary: dict[str, Any]) -> tuple[str, int, float] | None:
+    """(split, size, accuracy) of the number a run reports, whichever method made it: the
+    first row of every summary table, so a train accuracy is never read as a test one."""
+    test = summary.get("test") if isinstance(summary.get("test"), dict) else None
+    if summary.get("method") == "eval" and "accuracy" in summary:
+        return summary.get("split", "test"), summary["n"], summary["accuracy"]
+    if summary.get("method") == "decode" and "n_eval" in summary:
+        return summary["eval_split"], summary["n_eval"], summary["accuracy"]
+    if summary.get("method") == "distill" and "eval" in summary:
+        return "test", summary["eval"], summary["accuracy"]
+    if test and "accuracy" in test:
+        return "test", test["n"], test["accuracy"]
+    return None

@@ -245,14 +245,15 @@ class MeteredBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.inner.count_tokens(texts)
 
-    def close(self) -> None:
-        """Close the ledger and the cache; the inner backend is closed too."""
+    def close(self, close_inner: bool = True) -> None:
+        """Close the ledger and the cache; the inner backend too, unless it is borrowed."""
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
         if self._cache is not None:
             self._cache.close()
-        self.inner.close()
+        if close_inner:
+            self.inner.close()
 
 
 def label_logprobs_rows(backend: Backend, prompts: list[str], label_words: list[str],

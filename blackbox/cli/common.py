@@ -7,27 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
+from blackbox.runs import held_out
+
 
 def console(stderr: bool = False) -> Any:
     """A rich console on stdout (or stderr, where progress and messages go)."""
     from rich.console import Console
 
     return Console(stderr=stderr)
-
-
-def held_out(summary: dict[str, Any]) -> tuple[str, int, float] | None:
-    """(split, size, accuracy) of the number a run reports, whichever method made it: the
-    first row of every summary table, so a train accuracy is never read as a test one."""
-    test = summary.get("test") if isinstance(summary.get("test"), dict) else None
-    if summary.get("method") == "eval" and "accuracy" in summary:
-        return summary.get("split", "test"), summary["n"], summary["accuracy"]
-    if summary.get("method") == "decode" and "n_eval" in summary:
-        return summary["eval_split"], summary["n_eval"], summary["accuracy"]
-    if summary.get("method") == "distill" and "eval" in summary:
-        return "test", summary["eval"], summary["accuracy"]
-    if test and "accuracy" in test:
-        return "test", test["n"], test["accuracy"]
-    return None
 
 
 def _without_correct(value: Any) -> Any:
@@ -66,12 +53,38 @@ def render_summary(summary: dict[str, Any], run_dir: Path | str | None = None) -
     console().print(table)
 
 
+def render_chain(summary: dict[str, Any], run_dir: Path | str | None = None) -> None:
+    """One table across a chain's steps: held-out accuracy, what each paid, the artefact."""
+    from rich.table import Table
+
+    table = Table(title="bbx chain")
+    for col in ("step", "method", "held-out accuracy", "queries paid", "cached", "tokens",
+                "wall s", "artefact"):
+        table.add_column(col, overflow="fold")
+    for r in summary["steps"]:
+        acc = (f"{100 * r['accuracy']:.1f}% ({r['split']}, {r['n']})"
+               if r.get("accuracy") is not None else "-")
+        art = r.get("artefact")
+        table.add_row(r["step"], r["method"], acc, str(r["queries"]), str(r["cached"]),
+                      str(r["tokens"]), f"{r['wall_s']:.0f}" if r.get("wall_s") else "-",
+                      "-" if art is None else repr(art) if r["method"] == "search-prompt"
+                      else str(art))
+    out = console()
+    out.print(table)
+    if summary.get("deploy") is not None:
+        out.print(f"deploy: {summary['deploy']}")
+    if run_dir is not None:
+        out.print(f"run_dir: {run_dir}")
+
+
 def emit(summary: dict[str, Any], run_dir: Path | str | None, json_out: bool) -> None:
     """Print a summary as a table, or as JSON with ``--json``."""
     if json_out:
         import json
 
         typer.echo(json.dumps({**summary, "run_dir": str(run_dir)}, indent=2, default=str))
+    elif summary.get("method") == "chain":
+        render_chain(summary, run_dir)
     else:
         render_summary(summary, run_dir)
 

@@ -142,8 +142,11 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe") -> RecipeBase:
         raise _explain(e, model, source) from None
 
 
+def load_recipe_data(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read, merge includes, apply ``--set`` overrides: the mapping, not yet validated."""
+    return apply_overrides(_resolve_includes(Path(path)), overrides or [])
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeBase:
     """Read, merge includes, apply ``--set`` overrides, validate."""
-    path = Path(path)
-    data = apply_overrides(_resolve_includes(path), overrides or [])
-    return parse_recipe(data, source=f"recipe {path}")
+    return parse_recipe(load_recipe_data(path, overrides), source=f"recipe {path}")
