@@ -1,13 +1,11 @@
 """The remote backend: any OpenAI-compatible server through the official ``openai`` SDK.
 
-It works against OpenAI, vLLM, llama.cpp's servers and ``bbx serve``, on either of the two
+It works against OpenAI, vLLM, llama.cpp's servers and ``bbx serve``, on either of two
 routes (``api``): ``completions`` (``/v1/completions``: the prompt is text the model
 continues) or ``chat`` (``/v1/chat/completions``: the prompt is a user message and label
-words start the assistant's reply). ``api: auto`` (the default) decides once per server and
-model: bbx servers use completions (their extensions live there); elsewhere one probe
-(``max_tokens=1``) asks the completions route, and a model it refuses (400, 404, 405, 501,
-or an error that names chat, as OpenAI's "This is a chat model ...") is a chat model. The
-choice is in ``capabilities.extra`` (``api``, ``api_decided``) and in the fingerprint.
+words start the assistant's reply). ``api: auto`` (the default) decides once per server
+and model (:mod:`blackbox.backends.remote_api`); the choice is in ``capabilities.extra``
+(``api``, ``api_decided``) and in the fingerprint.
 
 What a server can give is detected once (``GET /v1/bbx`` answers on bbx servers, 404
 elsewhere) and decides how each verb is answered:
@@ -24,41 +22,19 @@ generate / embed   ``/v1/completions`` / ``/v1/embeddings``    the route in use 
 =================  ==========================================  ===============================
 
 **The top-k mode** (``capabilities.label_logprobs == "topk"``): one greedy one-token
-request per prompt (``max_tokens=1, temperature=0``; on chat ``logprobs=true,
-top_logprobs=k``, k at most 20 as OpenAI allows); label words are matched to the top-k
-tokens as :mod:`blackbox.backends.labels` says (completions: the exact text, leading space
-included; chat: stripped and case-folded, ``" positive"`` -> ``"positive"``, variants
-summed). Each word still missing, when the server has a tokenize route (vLLM's and bbx's
-``/tokenize``, llama.cpp's ``/extras/tokenize``) and ``logit_bias`` is on, gets one more
-call with a +``BIAS`` bias on its first token (on chat: of the stripped word), which makes
-it the greedy token, and the log-prob the server reports for that token is read: servers
-that report log-probs after the bias (as OpenAI does) give ``log p'``, and the unbiased
-value is recovered exactly from the shift of the reference token (the unbiased top-1):
-``log p = log p' - BIAS + (log p_ref - log p'_ref)``; servers that report raw log-probs
-(llama.cpp) leave the reference unchanged and give ``log p`` itself. A server that refuses
-the bias (bbx serve's chat route: 400) is remembered and noted in
-``capabilities.extra["logit_bias"]``. A word still missing gets the **floor**: the smaller
-of the lowest top-k log-prob and the log of the probability mass outside the top-k, an
-upper bound on its true value. **Multi-token words score their first token**: on chat the
-bias-recovered value is the log-prob of the first token of the stripped word (a top-k
-token is credited only when it spells the whole word); on completions a word must be one
-token (its exact text) or it gets the floor.
+request per prompt with its top-k log-probs (k at most 20 on chat), ``logit_bias`` for the
+words outside it, a floor for the rest: :mod:`blackbox.backends.remote_topk`. How label
+words meet tokens (chat: stripped and case-folded, ``" positive"`` -> ``"positive"``;
+multi-token words: their first token): :mod:`blackbox.backends.labels`.
 
 The ``echo`` mode (``label_logprobs="echo"``, completions only) scores each word as a
 continuation with ``echo=true, max_tokens=0`` (vLLM's idiom): exact on servers that
 implement echo log-probs correctly (vLLM does; llama-cpp-python 0.3.36 does not), one
 request per (prompt, word).
 
-The ``generate`` mode (``label_logprobs="generate"``, ``capabilities.label_logprobs ==
-"generate"``), for servers that return no log-probs at all: per prompt one request for the
-answer (``generate_max_tokens``, temperature 0), mapped to a label word by
-:func:`~blackbox.backends.labels.parse_reply` (exact, then case/whitespace-insensitive
-prefix, else unparsed); the scores are one-hot: 0 for the chosen word,
-:data:`~blackbox.backends.labels.GENERATE_FLOOR` for the others, the floor everywhere when
-unparsed. With ``samples: n > 1`` one request asks for ``n`` samples
-(``sample_temperature``, ``seed=0``) and the scores are ``log`` of each word's frequency
-among the replies that came back (servers without ``n``, as llama.cpp, send one: the
-frequencies are over what came back). ``generate_stats`` counts replies and unparsed ones.
+The ``generate`` mode (``capabilities.label_logprobs == "generate"``), for servers with
+no log-probs at all: label scores read from generated answers (one-hot, or the frequencies
+of ``samples`` replies): :mod:`blackbox.backends.remote_generate`.
 
 Retries live in the SDK only (``max_retries``, honouring ``retry-after``); requests run on at
 most ``max_concurrency`` threads; every request has a ``timeout``. Failures after the
@@ -77,7 +53,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
-from blackbox.backends.labels import parse_reply, reply_row
+from blackbox.backends.remote_api import check_modes, decide_api
+from blackbox.backends.remote_generate import generated_row
 from blackbox.backends.remote_topk import BIAS, first_token_id, topk_row
 from blackbox.backends.shapes import NextToken, next_token
 from blackbox.errors import BbxError
@@ -88,9 +65,6 @@ CHARS_PER_TOKEN = 4  # token estimate for budgets: remote servers are not tokeni
 CHAT_MAX_TOP_LOGPROBS = 20  # OpenAI's limit on chat top_logprobs
 LABEL_MODES = ("auto", "extension", "echo", "topk", "generate")
 APIS = ("auto", "chat", "completions")
-_REFUSED = (400, 404, 405, 501)  # a completions route that refuses a model: a chat model
-_DETECTED: dict[tuple[str, str], tuple[str, str]] = {}  # (url, model) -> (api, why)
-_DETECT_LOCK = threading.Lock()
 
 
 class RemoteBackend:
@@ -224,48 +198,10 @@ class RemoteBackend:
                 if not ids:
                     raise BbxError(f"{self._where()} lists no models: give model=")
                 self.model = info.get("model") if info.get("model") in ids else ids[0]
-            info["api"], info["api_decided"] = self._decide_api(info["bbx"])
-            self._check(info)
+            info["api"], info["api_decided"] = decide_api(self, info["bbx"])
+            check_modes(self, info)
             self._info = info
         return self._info
-
-    def _decide_api(self, bbx: bool) -> tuple[str, str]:
-        if self.api != "auto":
-            return self.api, "set"
-        if bbx:
-            return "completions", "bbx server (its extensions are on the completions route)"
-        key = (self.base_url or "openai", str(self.model))
-        with _DETECT_LOCK:  # once per server and model, for every backend of this process
-            if key not in _DETECTED:
-                _DETECTED[key] = self._probe()
-            return _DETECTED[key]
-
-    def _probe(self) -> tuple[str, str]:
-        """Ask the completions route for one token: a refusal means a chat model."""
-        try:
-            self._call(lambda: self.client.completions.create(
-                model=self.model, prompt="Hi", max_tokens=1, temperature=0))
-        except BbxError as e:
-            status = getattr(e.__cause__, "status_code", None)
-            named_chat = "chat" in str(e).lower()
-            if status in _REFUSED or (named_chat and status not in (401, 403, 429)
-                                      and status is not None and status < 500):
-                return "chat", f"auto: /v1/completions refused the model ({e})"
-            raise
-        return "completions", "auto: /v1/completions answered"
-
-    def _check(self, info: dict[str, Any]) -> None:
-        chat = info["api"] == "chat"
-        if self.mode == "extension" and (chat or not info["bbx"]):
-            raise BbxError(f"{self._where()} has no bbx extensions" + (
-                " on the chat route" if info["bbx"] else "") + ": use label_logprobs: topk "
-                "(or echo on servers with echo log-probs, or generate without log-probs)")
-        if chat and self.mode == "echo":
-            raise BbxError("label_logprobs: echo needs the completions route (chat has no "
-                           "echo): use topk or generate")
-        if self.system and not chat:
-            raise BbxError("system is a chat message and the completions route has none: "
-                           "use api: chat, or put the text in the prompt")
 
     @property
     def api_in_use(self) -> str:
@@ -435,22 +371,8 @@ class RemoteBackend:
             sums = [sum(x) for x in self._echo_scores(pairs, extra)]
             return [sums[i * len(words):(i + 1) * len(words)] for i in range(len(prompts))]
         if mode == "generate":
-            return self._map(lambda p: self._generated_row(p, words, extra), prompts)
+            return self._map(lambda p: generated_row(self, p, words, extra), prompts)
         return self._map(lambda p: topk_row(self, p, words, extra), prompts)
-
-    def _generated_row(self, prompt: str, words: list[str],
-                       extra: dict[str, Any] | None) -> list[float]:
-        kwargs: dict[str, Any] = {"max_tokens": self.generate_max_tokens, "temperature": 0.0}
-        if self.samples > 1:
-            # seeded, so a rerun asks for the same samples (servers honour it best-effort)
-            kwargs.update(n=self.samples, temperature=self.sample_temperature, seed=0)
-        texts = self.replies(prompt, kwargs, extra)
-        labels = [parse_reply(t, words) for t in texts]
-        with self._lock:
-            self.generate_stats["replies"] += len(texts)
-            self.generate_stats["unparsed"] += sum(lab is None for lab in labels)
-            self.generate_stats["short_of_n"] += len(texts) < self.samples
-        return reply_row(labels, len(words))
 
     def label_logprobs_rows(
         self, prompts: Sequence[str], label_words: Sequence[str], adapters: Sequence[Adapter]

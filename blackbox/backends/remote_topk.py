@@ -1,6 +1,25 @@
-"""Label words from next-token ``top_logprobs``, on either route (the remote backend's
-``topk`` mode; see :mod:`blackbox.backends.remote` for the maths of the bias recovery and
-:mod:`blackbox.backends.labels` for how words are matched).
+"""Label words from next-token ``top_logprobs``, on either route.
+
+**The top-k mode** (``capabilities.label_logprobs == "topk"``): one greedy one-token
+request per prompt (``max_tokens=1, temperature=0``; on chat ``logprobs=true,
+top_logprobs=k``, k at most 20 as OpenAI allows); label words are matched to the top-k
+tokens as :mod:`blackbox.backends.labels` says (completions: the exact text, leading space
+included; chat: stripped and case-folded, ``" positive"`` -> ``"positive"``, variants
+summed). Each word still missing, when the server has a tokenize route (vLLM's and bbx's
+``/tokenize``, llama.cpp's ``/extras/tokenize``) and ``logit_bias`` is on, gets one more
+call with a +``BIAS`` bias on its first token (on chat: of the stripped word), which makes
+it the greedy token, and the log-prob the server reports for that token is read: servers
+that report log-probs after the bias (as OpenAI does) give ``log p'``, and the unbiased
+value is recovered exactly from the shift of the reference token (the unbiased top-1):
+``log p = log p' - BIAS + (log p_ref - log p'_ref)``; servers that report raw log-probs
+(llama.cpp) leave the reference unchanged and give ``log p`` itself. A server that refuses
+the bias (bbx serve's chat route: 400) is remembered and noted in
+``capabilities.extra["logit_bias"]``. A word still missing gets the **floor**: the smaller
+of the lowest top-k log-prob and the log of the probability mass outside the top-k, an
+upper bound on its true value. **Multi-token words score their first token**: on chat the
+bias-recovered value is the log-prob of the first token of the stripped word (a top-k
+token is credited only when it spells the whole word); on completions a word must be one
+token (its exact text) or it gets the floor.
 
 Split from ``remote.py`` to keep each module small; the functions take the backend.
 """
