@@ -329,3 +329,28 @@ def test_bbx_eval_through_a_chat_route(tiny_url: str, tmp_path: Path) -> None:
     assert [row["probs"] for row in rows] == want.tolist()
     again = json.loads(bbx(*args).stdout)  # the same answers, from the response cache
     assert again["usage"]["queries"] == 0 and again["accuracy"] == summary["accuracy"]
+
+
+def test_every_method_command_takes_api_and_recipes_carry_it() -> None:
+    import typer
+
+    from blackbox.api import make_backend
+    from blackbox.cli.common import backend_config
+    from blackbox.cli.main import app
+    from blackbox.recipes.schema import RemoteBackendConfig
+
+    root = typer.main.get_command(app)
+    for command in (["eval"], ["search-prompt"], ["decode", "fit"], ["distill"], ["merge"]):
+        cmd = root
+        for name in command:
+            cmd = cmd.commands[name]  # type: ignore[attr-defined]
+        [opt] = [p for p in cmd.params if p.name == "api"]
+        assert opt.opts == ["--api"] and opt.default == "auto", command
+    cfg = backend_config("remote", "gpt-x", "http://127.0.0.1:9/v1", "MY_KEY", "chat")
+    assert cfg == {"kind": "remote", "base_url": "http://127.0.0.1:9/v1",
+                   "api_key_env": "MY_KEY", "model": "gpt-x", "api": "chat"}
+    backend = make_backend(RemoteBackendConfig(**{k: v for k, v in cfg.items() if k != "kind"},
+                                               system="One word.", label_logprobs="generate",
+                                               samples=5))
+    assert (backend.api, backend.system, backend.mode, backend.samples) == (
+        "chat", "One word.", "generate", 5)
