@@ -114,3 +114,45 @@ def test_llama_cpp_server_works_as_a_remote_backend(llama_url, monkeypatch) -> N
     with pytest.raises(BbxError, match="not a bbx server"):
         remote.label_logprobs(prompts[:1], WORDS, adapter="sst2")
     remote.close()
+
+
+@pytest.mark.slow
+def test_llama_cpp_chat_route_top_logprobs_and_logit_bias(llama_url, monkeypatch) -> None:
+    """Chat mode on llama.cpp's chat route: scores equal its top-20, and a word outside a
+    top-3 is recovered through ``logit_bias`` to exactly the value the top-20 lists
+    (llama.cpp reports log-probs before the bias)."""
+    import openai
+
+    from blackbox.backends.remote import RemoteBackend
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client = openai.OpenAI(base_url=llama_url, api_key="EMPTY", max_retries=0, timeout=120)
+    model = client.models.list().data[0].id
+    auto = RemoteBackend(base_url=llama_url, timeout=120)
+    assert auto.capabilities.extra["api"] == "completions"  # its completions route answers
+    auto.close()
+    for text in REVIEWS[:2]:
+        prompt = TEMPLATE.format(text=text)
+        res = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=1,
+            temperature=0, logprobs=True, top_logprobs=20)
+        top = [(t.token, t.logprob) for t in res.choices[0].logprobs.content[0].top_logprobs]
+        norm = [t.strip().lower() for t, _ in top]
+        # words outside the top-3 spelled as the bias spells them (no space), one variant each
+        picks = [(t, v) for i, (t, v) in enumerate(top) if i >= 3 and t == t.strip() and t
+                 and norm.count(t.lower()) == 1][:2]
+        assert len(picks) == 2, top
+        words = [" " + t for t, _ in picks]  # label words as tasks write them
+        full = RemoteBackend(base_url=llama_url, api="chat", timeout=120)
+        assert full.label_logprobs([prompt], words)[0] == pytest.approx(
+            [v for _, v in picks], abs=1e-4)
+        small = RemoteBackend(base_url=llama_url, api="chat", top_logprobs=3, timeout=120)
+        assert small.label_logprobs([prompt], words)[0] == pytest.approx(
+            [v for _, v in picks], abs=1e-4)
+        assert small.capabilities.extra["logit_bias"] == "on"
+        msgs = [{"role": "user", "content": prompt}]
+        want = client.chat.completions.create(model=model, messages=msgs, max_tokens=5,
+                                              temperature=0).choices[0].message.content
+        assert full.generate([prompt], {"max_tokens": 5}) == [want]
+        for b in (full, small):
+            b.close()

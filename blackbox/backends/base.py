@@ -26,13 +26,16 @@ class Capabilities:
     """What a backend can answer, and how.
 
     ``label_logprobs`` is ``"exact"`` when any token's log-prob can be read (a local model,
-    or a server with the bbx extension) and ``"topk"`` when only the server's top-k next-token
-    log-probs are available (label words outside the top-k get a documented floor).
+    or a server with the bbx extension), ``"topk"`` when only the server's top-k next-token
+    log-probs are available (label words outside the top-k get a documented floor), and
+    ``"generate"`` when the scores are no log-probs at all but read from generated answers
+    (one-hot, or sample frequencies: see :mod:`blackbox.backends.remote`); methods that need
+    real log-probs can refuse it or note what they lose. ``"none"``: no label scores.
     ``hidden`` is ``"native"`` for real hidden states, ``"embeddings"`` when only an
     embeddings route stands in for them.
     """
 
-    label_logprobs: Literal["exact", "topk", "none"] = "exact"
+    label_logprobs: Literal["exact", "topk", "generate", "none"] = "exact"
     score: bool = True
     hidden: Literal["native", "embeddings", "none"] = "native"
     generate: bool = True

@@ -1,36 +1,40 @@
 """The remote backend: any OpenAI-compatible server through the official ``openai`` SDK.
 
-It works against OpenAI, vLLM, llama.cpp's server and ``bbx serve``. What a server can
-give is detected once (``GET /v1/bbx`` answers on bbx servers, 404 elsewhere) and decides
-how each verb is answered:
+It works against OpenAI, vLLM, llama.cpp's servers and ``bbx serve``, on either of two
+routes (``api``): ``completions`` (``/v1/completions``: the prompt is text the model
+continues) or ``chat`` (``/v1/chat/completions``: the prompt is a user message and label
+words start the assistant's reply). ``api: auto`` (the default) decides once per server
+and model (:mod:`blackbox.backends.remote_api`); the choice is in ``capabilities.extra``
+(``api``, ``api_decided``) and in the fingerprint.
+
+What a server can give is detected once (``GET /v1/bbx`` answers on bbx servers, 404
+elsewhere) and decides how each verb is answered:
 
 =================  ==========================================  ===============================
-verb               bbx server (extensions)                     any other server (fallback)
+verb               bbx server, completions (extensions)        any other server, or chat
 =================  ==========================================  ===============================
 label_logprobs     ``/v1/label_logprobs``: exact, any word     next-token ``top_logprobs``
 score              ``/v1/score``                               ``echo=true, max_tokens=0``
+                                                               (completions only)
 hidden             ``/v1/hidden_states``                       ``/v1/embeddings`` (documented
                                                                stand-in: ``hidden="embeddings"``)
-generate / embed   ``/v1/completions`` / ``/v1/embeddings``    the same
+generate / embed   ``/v1/completions`` / ``/v1/embeddings``    the route in use / the same
 =================  ==========================================  ===============================
 
-**The top-k fallback** (``capabilities.label_logprobs == "topk"``): one greedy one-token
-completion with ``logprobs=k`` per prompt; a label word whose text is one of the top-k
-tokens gets that token's log-prob. Each word still missing, when the server has a tokenize
-route (vLLM's and bbx's ``/tokenize``, llama.cpp's ``/extras/tokenize``) and ``logit_bias``
-is on, gets one more call with a +``BIAS`` bias on its first token, which makes it the
-greedy token, and the log-prob the server reports for that token is read: servers that
-report log-probs after the bias (as OpenAI does) give ``log p'``, and the unbiased value is
-recovered exactly from the shift of the reference token (the unbiased top-1):
-``log p = log p' - BIAS + (log p_ref - log p'_ref)``; servers that report raw log-probs
-(llama.cpp) leave the reference unchanged and give ``log p`` itself. A word still missing
-gets the **floor**: the smaller of the lowest top-k log-prob and the log of the probability
-mass outside the top-k, an upper bound on its true value. Multi-token words are scored by
-their first token only in this mode.
+**The top-k mode** (``capabilities.label_logprobs == "topk"``): one greedy one-token
+request per prompt with its top-k log-probs (k at most 20 on chat), ``logit_bias`` for the
+words outside it, a floor for the rest: :mod:`blackbox.backends.remote_topk`. How label
+words meet tokens (chat: stripped and case-folded, ``" positive"`` -> ``"positive"``;
+multi-token words: their first token): :mod:`blackbox.backends.labels`.
 
-The ``echo`` mode (``label_logprobs="echo"``) scores each word as a continuation with
-``echo=true, max_tokens=0`` (vLLM's idiom): exact on servers that implement echo log-probs
-correctly (vLLM does; llama-cpp-python 0.3.36 does not), one request per (prompt, word).
+The ``echo`` mode (``label_logprobs="echo"``, completions only) scores each word as a
+continuation with ``echo=true, max_tokens=0`` (vLLM's idiom): exact on servers that
+implement echo log-probs correctly (vLLM does; llama-cpp-python 0.3.36 does not), one
+request per (prompt, word).
+
+The ``generate`` mode (``capabilities.label_logprobs == "generate"``), for servers with
+no log-probs at all: label scores read from generated answers (one-hot, or the frequencies
+of ``samples`` replies): :mod:`blackbox.backends.remote_generate`.
 
 Retries live in the SDK only (``max_retries``, honouring ``retry-after``); requests run on at
 most ``max_concurrency`` threads; every request has a ``timeout``. Failures after the
@@ -39,6 +43,7 @@ retries are :class:`~blackbox.errors.BbxError` with the server's message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -48,10 +53,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
+from blackbox.backends.remote_api import check_modes, decide_api
+from blackbox.backends.remote_generate import generated_row
+from blackbox.backends.remote_topk import BIAS, first_token_id, topk_row
+from blackbox.backends.shapes import NextToken, next_token
 from blackbox.errors import BbxError
 
-BIAS = 30.0  # logit shift that pulls a label token into the top-k
+__all__ = ["BIAS", "CHAT_MAX_TOP_LOGPROBS", "RemoteBackend"]
+
 CHARS_PER_TOKEN = 4  # token estimate for budgets: remote servers are not tokenized locally
+CHAT_MAX_TOP_LOGPROBS = 20  # OpenAI's limit on chat top_logprobs
+LABEL_MODES = ("auto", "extension", "echo", "topk", "generate")
+APIS = ("auto", "chat", "completions")
 
 
 class RemoteBackend:
@@ -59,8 +72,11 @@ class RemoteBackend:
 
     ``base_url`` defaults to ``$OPENAI_BASE_URL`` (else OpenAI's); the key is read from the
     environment variable NAMED by ``api_key_env`` (a self-hosted server with no key gets a
-    placeholder). ``model`` defaults to the server's first model. ``label_logprobs``:
-    ``auto`` (extension when present, else top-k), ``extension``, ``echo`` or ``topk``.
+    placeholder). ``model`` defaults to the server's first model. ``api``: ``auto``, ``chat``
+    or ``completions``; ``system``: a system message before every chat prompt (chat only).
+    ``label_logprobs``: ``auto`` (extension on a bbx server's completions route, else
+    top-k), ``extension``, ``echo``, ``topk`` or ``generate`` (``generate_max_tokens``,
+    ``samples``, ``sample_temperature``).
     """
 
     name = "remote"
@@ -78,10 +94,17 @@ class RemoteBackend:
         logit_bias: bool = True,
         batch_size: int = 32,
         http_client: Any = None,
+        api: str = "auto",
+        system: str | None = None,
+        generate_max_tokens: int = 8,
+        samples: int = 1,
+        sample_temperature: float = 1.0,
     ) -> None:
-        if label_logprobs not in ("auto", "extension", "echo", "topk"):
-            raise BbxError(f"unknown label_logprobs mode '{label_logprobs}': use auto, "
-                           "extension, echo or topk")
+        if label_logprobs not in LABEL_MODES:
+            raise BbxError(f"unknown label_logprobs mode '{label_logprobs}': use "
+                           + ", ".join(LABEL_MODES))
+        if api not in APIS:
+            raise BbxError(f"unknown api '{api}': use auto, chat or completions")
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/") \
             or None
         self.api_key_env = api_key_env
@@ -97,15 +120,22 @@ class RemoteBackend:
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.mode = label_logprobs
+        self.api = api
+        self.system = system or None
         self.top_logprobs = int(top_logprobs)
         self.use_logit_bias = logit_bias
         self.batch_size = max(1, int(batch_size))
+        self.generate_max_tokens = max(1, int(generate_max_tokens))
+        self.samples = max(1, int(samples))
+        self.sample_temperature = float(sample_temperature)
+        self.generate_stats = {"replies": 0, "unparsed": 0, "short_of_n": 0}
+        self.bias_note: str | None = None  # why logit_bias is not used, once we know
+        self.tokenize_route: str | None = ""  # "": not probed yet; None: the server has none
         self._http_client = http_client
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._info: dict[str, Any] | None = None
-        self._token_ids: dict[str, list[int] | None] = {}
-        self._tokenize_route: str | None | bool = False  # False: not probed yet
+        self._token_ids: dict[str, int | None] = {}
         self._lock = threading.Lock()
 
     # ---- client and detection -----------------------------------------------------------
@@ -144,7 +174,8 @@ class RemoteBackend:
 
     @property
     def info(self) -> dict[str, Any]:
-        """What the server is: the bbx ``/v1/bbx`` answer, or ``{"bbx": False}``."""
+        """What the server is: the bbx ``/v1/bbx`` answer (or ``{"bbx": False}``), plus the
+        route in use (``api``) and how it was decided (``api_decided``)."""
         if self._info is None:
             import openai
 
@@ -167,42 +198,81 @@ class RemoteBackend:
                 if not ids:
                     raise BbxError(f"{self._where()} lists no models: give model=")
                 self.model = info.get("model") if info.get("model") in ids else ids[0]
-            if self.mode == "extension" and not info["bbx"]:
-                raise BbxError(f"{self._where()} has no bbx extensions: use "
-                               "label_logprobs: topk (or echo on servers with echo log-probs)")
+            info["api"], info["api_decided"] = decide_api(self, info["bbx"])
+            check_modes(self, info)
             self._info = info
         return self._info
 
     @property
+    def api_in_use(self) -> str:
+        """The route the verbs use: ``chat`` or ``completions`` (decided once)."""
+        return str(self.info["api"])
+
+    @property
     def label_mode(self) -> str:
-        """How label words are scored here: ``extension``, ``echo`` or ``topk``."""
+        """How label words are scored here: ``extension``, ``echo``, ``topk`` or
+        ``generate``."""
         if self.mode != "auto":
             return self.mode
-        return "extension" if self.info["bbx"] else "topk"
+        return "extension" if self.info["bbx"] and self.api_in_use == "completions" \
+            else "topk"
+
+    @property
+    def k(self) -> int:
+        """The top-k asked for (on chat at most :data:`CHAT_MAX_TOP_LOGPROBS`)."""
+        return min(self.top_logprobs, CHAT_MAX_TOP_LOGPROBS) if self.api_in_use == "chat" \
+            else self.top_logprobs
 
     @property
     def capabilities(self) -> Capabilities:
         info = self.info
-        bbx = info["bbx"]
-        mode = self.label_mode
+        bbx, chat, mode = info["bbx"], info["api"] == "chat", self.label_mode
+        extra: dict[str, Any] = {
+            "base_url": self.base_url, "model": self.model, "label_mode": mode,
+            "bbx_server": bbx, "api": info["api"], "api_decided": info["api_decided"]}
+        if chat:
+            extra["system"] = self.system
+        if mode == "topk":
+            extra["logit_bias"] = self.bias_note or (
+                "off" if not self.use_logit_bias else
+                "no tokenize route: words outside the top-k get the floor"
+                if self.tokenize_route is None else "on")
+        if mode == "generate":
+            extra["generate"] = {"max_tokens": self.generate_max_tokens,
+                                 "samples": self.samples,
+                                 "temperature": self.sample_temperature if self.samples > 1
+                                 else 0.0}
         return Capabilities(
-            label_logprobs="topk" if mode == "topk" else "exact",
-            score=True,
+            label_logprobs={"topk": "topk", "generate": "generate"}.get(mode, "exact"),
+            score=not chat,
             hidden=info.get("hidden", "native") if bbx else "embeddings",
             generate=True, embed=True, adapters=bool(info.get("adapters")) if bbx else False,
-            topk=self.top_logprobs if mode == "topk" else None,
-            extra={"base_url": self.base_url, "model": self.model, "label_mode": mode,
-                   "bbx_server": bbx},
-        )
+            topk=self.k if mode == "topk" else None, extra=extra)
 
     @property
     def fingerprint(self) -> str:
-        """``remote:<url>:<model>:<label mode>[:<bbx server fingerprint>]``."""
+        """``remote:<url>:<model>[:chat]:<label mode>[:system=<digest>][:<bbx fingerprint>]``
+        (completions fingerprints are those of earlier versions: their caches stay valid)."""
         info = self.info
-        parts = ["remote", self.base_url or "openai", str(self.model), self.label_mode]
+        parts = ["remote", self.base_url or "openai", str(self.model)]
+        mode = self.label_mode
+        if info["api"] == "chat":
+            parts += ["chat", f"topk{self.k}" if mode == "topk" else self._mode_key()]
+            if self.system:
+                parts.append("system=" + hashlib.sha256(self.system.encode()).hexdigest()[:16])
+        else:
+            parts.append(self._mode_key())
         if info.get("fingerprint"):
             parts.append(str(info["fingerprint"]))  # a restarted server on another model
         return ":".join(parts)
+
+    def _mode_key(self) -> str:
+        mode = self.label_mode
+        if mode != "generate":
+            return mode
+        key = f"generate-m{self.generate_max_tokens}"
+        return key + (f"-n{self.samples}-t{self.sample_temperature:g}" if self.samples > 1
+                      else "")
 
     def _extra(self, adapter: Adapter) -> dict[str, Any] | None:
         spec = normalize_adapter(adapter)
@@ -238,11 +308,58 @@ class RemoteBackend:
 
         return [r for part in self._map(one, self._chunks(items)) for r in part]
 
+    # ---- the two routes -----------------------------------------------------------------
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        """The chat rendering of a rendered prompt: the ``system`` message (when set), then
+        the prompt, verbatim, as the user message; the reply is the assistant's."""
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return [*head, {"role": "user", "content": prompt}]
+
+    def next_token(self, prompt: str, extra: dict[str, Any] | None,
+                   bias: dict[str, int] | None = None) -> NextToken:
+        """One greedy token with its top-k log-probs, on the route in use."""
+        chat = self.api_in_use == "chat"
+        kw: dict[str, Any] = {"logit_bias": bias} if bias else {}
+        if chat:
+            res = self._call(lambda: self.client.chat.completions.create(
+                model=self.model, messages=self.messages(prompt), max_tokens=1,
+                temperature=0, logprobs=True, top_logprobs=self.k, extra_body=extra, **kw))
+        else:
+            res = self._call(lambda: self.client.completions.create(
+                model=self.model, prompt=prompt, max_tokens=1, temperature=0,
+                logprobs=self.k, extra_body=extra, **kw))
+        got = next_token(res.choices[0].logprobs) if res.choices else None
+        if got is None or (not chat and not got.top):
+            raise BbxError(f"{self._where()} returned no top_logprobs: it cannot score label "
+                           "words this way; use label_logprobs: generate")
+        return got
+
+    def replies(self, prompt: str, kwargs: dict[str, Any], extra: dict[str, Any] | None
+                ) -> list[str]:
+        """Generated texts for one prompt, on the route in use (several with ``n``)."""
+        if self.api_in_use == "chat":
+            res = self._call(lambda: self.client.chat.completions.create(
+                model=self.model, messages=self.messages(prompt), extra_body=extra, **kwargs))
+            return [c.message.content or "" for c in sorted(res.choices, key=lambda c: c.index)]
+        res = self._call(lambda: self.client.completions.create(
+            model=self.model, prompt=prompt, extra_body=extra, **kwargs))
+        return [c.text for c in sorted(res.choices, key=lambda c: c.index)]
+
+    def first_token(self, text: str) -> int | None:
+        """The server's first token id of ``text`` (``None`` without a tokenize route)."""
+        if text not in self._token_ids:
+            self._token_ids[text] = first_token_id(self, text)
+        return self._token_ids[text]
+
     # ---- verbs --------------------------------------------------------------------------
 
     def label_logprobs(
         self, prompts: Sequence[str], label_words: Sequence[str], adapter: Adapter = None
     ) -> list[list[float]]:
+        """Per prompt, each label word's score as the mode in use gives it (module docs):
+        exact log-probs, top-k log-probs (multi-token words: their first token), or the
+        generate mode's one-hot / frequency scores."""
         prompts, words = list(prompts), list(label_words)
         extra = self._extra(adapter)
         mode = self.label_mode
@@ -253,7 +370,9 @@ class RemoteBackend:
             pairs = [(p, w) for p in prompts for w in words]
             sums = [sum(x) for x in self._echo_scores(pairs, extra)]
             return [sums[i * len(words):(i + 1) * len(words)] for i in range(len(prompts))]
-        return self._map(lambda p: self._topk_row(p, words, extra), prompts)
+        if mode == "generate":
+            return self._map(lambda p: generated_row(self, p, words, extra), prompts)
+        return self._map(lambda p: topk_row(self, p, words, extra), prompts)
 
     def label_logprobs_rows(
         self, prompts: Sequence[str], label_words: Sequence[str], adapters: Sequence[Adapter]
@@ -308,6 +427,9 @@ class RemoteBackend:
         if len(prompts) != len(continuations):
             raise BbxError("score needs one continuation per prompt")
         extra = self._extra(adapter)
+        if self.api_in_use == "chat":
+            raise BbxError("score needs the completions route (prompt log-probs: chat "
+                           "routes have no echo): capabilities.score is False with api: chat")
         if self.info["bbx"]:
             return self._ext("/score", "score", "token_logprobs",
                              list(zip(prompts, continuations, strict=True)),
@@ -336,14 +458,8 @@ class RemoteBackend:
                 kwargs[k] = params.pop(k)
         if params:
             raise BbxError(f"unknown generation parameter(s) {sorted(params)}")
-
-        def one(p: str) -> str:
-            res = self._call(lambda: self.client.completions.create(
-                model=self.model, prompt=p, extra_body=extra, **kwargs))
-            return res.choices[0].text
-
         _ = self.info
-        return self._map(one, list(prompts))
+        return self._map(lambda p: self.replies(p, kwargs, extra)[0], list(prompts))
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         _ = self.info
@@ -388,75 +504,6 @@ class RemoteBackend:
                     if off >= len(prompt) and v is not None]
 
         return self._map(one, pairs)
-
-    def _top(self, prompt: str, extra: dict[str, Any] | None,
-             bias: dict[str, float] | None = None) -> tuple[dict[str, float], str, float]:
-        """One greedy token: (its top-k log-probs by token text, the token, its log-prob)."""
-        res = self._call(lambda: self.client.completions.create(
-            model=self.model, prompt=prompt, max_tokens=1, temperature=0,
-            logprobs=self.top_logprobs, logit_bias=bias, extra_body=extra))
-        lp = res.choices[0].logprobs
-        if lp is None or not lp.top_logprobs or not lp.top_logprobs[0]:
-            raise BbxError(f"{self._where()} returned no top_logprobs: it cannot score label "
-                           "words")
-        top = {str(k): float(v) for k, v in lp.top_logprobs[0].items()}
-        token = lp.tokens[0] if lp.tokens else res.choices[0].text
-        value = lp.token_logprobs[0] if lp.token_logprobs else None
-        return top, token, float(value) if value is not None else math.nan
-
-    def _topk_row(self, prompt: str, words: list[str],
-                  extra: dict[str, Any] | None) -> list[float]:
-        top, _, _ = self._top(prompt, extra)
-        found = {w: top[w] for w in words if w in top}
-        missing = [w for w in words if w not in found]
-        ref = max(top, key=lambda t: top[t])  # the likeliest token: a reference for the bias
-        if missing and self.use_logit_bias and ref not in missing:
-            for w in missing:
-                tok = self._first_token(w)
-                if tok is None:
-                    continue
-                # force w's (first) token with a large bias and read the greedy token's
-                # log-prob; servers report it after the bias (OpenAI: undone with the shift
-                # of the reference token) or before it (llama.cpp: the shift is 0)
-                biased, chosen, value = self._top(prompt, extra, {str(tok): BIAS})
-                if chosen != w or math.isnan(value) or ref not in biased:
-                    continue
-                shift = top[ref] - biased[ref]  # log Z' - log Z
-                found[w] = value - BIAS + shift if abs(shift) > 1e-6 else value
-        floor = min(min(top.values()), math.log(max(1e-300, 1.0 - sum(math.exp(v) for v in
-                                                                       top.values()))))
-        return [found.get(w, floor) for w in words]
-
-    def _first_token(self, word: str) -> int | None:
-        """The server's first token id of ``word`` (``None`` without a tokenize route)."""
-        if word in self._token_ids:
-            ids = self._token_ids[word]
-            return ids[0] if ids else None
-        ids = self._tokenize(word)
-        self._token_ids[word] = ids
-        return ids[0] if ids else None
-
-    def _tokenize(self, text: str) -> list[int] | None:
-        import openai
-
-        root = (self.base_url or "").removesuffix("/v1")
-        routes = [self._tokenize_route] if self._tokenize_route not in (False, None) else \
-            ([] if self._tokenize_route is None else [f"{root}/tokenize",
-                                                      f"{root}/extras/tokenize"])
-        for route in routes:
-            body = {"model": self.model, "prompt": text, "add_special_tokens": False} \
-                if route.endswith("/tokenize") and "/extras/" not in route else \
-                {"input": text, "add_special_tokens": False}
-            try:
-                res = self.client.post(route, body=body, cast_to=object)
-            except (openai.APIStatusError, openai.APIConnectionError):
-                continue
-            tokens = res.get("tokens") if isinstance(res, dict) else None
-            if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
-                self._tokenize_route = route
-                return tokens
-        self._tokenize_route = None
-        return None
 
 
 def _message(e: Any) -> str:

@@ -114,6 +114,9 @@ BaseUrlOpt = Annotated[str | None, typer.Option(
     help="Remote backend: the server's URL (default $OPENAI_BASE_URL).")]
 ApiKeyEnvOpt = Annotated[str, typer.Option(
     help="Remote backend: NAME of the env var holding the key.")]
+ApiOpt = Annotated[str, typer.Option(
+    help="Remote backend: auto | chat | completions (auto: a model the completions route "
+         "refuses is a chat model).")]
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -159,14 +162,14 @@ def task_option(task: str, train: Path | None = None, dev: Path | None = None,
 
 
 def backend_config(backend: str, model: str = "default", base_url: str | None = None,
-                   api_key_env: str = "OPENAI_API_KEY") -> dict[str, Any]:
-    """The recipe's ``backend:`` from the command's options."""
+                   api_key_env: str = "OPENAI_API_KEY", api: str = "auto") -> dict[str, Any]:
+    """The recipe's ``backend:`` from the command's options (``api``: remote only)."""
     cfg: dict[str, Any] = {"kind": backend}
     if backend == "local":
         cfg["model"] = model
     elif backend == "remote":
         cfg.update(base_url=base_url, api_key_env=api_key_env,
-                   model=None if model == "default" else model)
+                   model=None if model == "default" else model, api=api)
     return cfg
 
 

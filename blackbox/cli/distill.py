@@ -11,6 +11,7 @@ import typer
 from blackbox.cli.common import (
     AllowOverlapOpt,
     ApiKeyEnvOpt,
+    ApiOpt,
     BaseUrlOpt,
     DevOpt,
     LabelsOpt,
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
         = "default",
         base_url: BaseUrlOpt = None,
         api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+        api: ApiOpt = "auto",
         max_queries: Annotated[int | None, typer.Option(
             help="Hard cap on paid backend calls of any kind.")] = None,
         output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
@@ -80,7 +82,7 @@ def register(app: typer.Typer) -> None:
         """
         from blackbox.api import distill
 
-        backend_cfg = backend_config(backend, model, base_url, api_key_env)
+        backend_cfg = backend_config(backend, model, base_url, api_key_env, api)
         optional = {"aggregation": aggregation, "demos_per_class": demos_per_class,
                     "pool_file": None if pool is None else str(pool)}
         result = distill(

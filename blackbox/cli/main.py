@@ -13,6 +13,7 @@ import typer
 
 from blackbox.cli.common import (
     ApiKeyEnvOpt,
+    ApiOpt,
     BaseUrlOpt,
     DevOpt,
     LabelsOpt,
@@ -81,6 +82,7 @@ def eval_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    api: ApiOpt = "auto",
 ) -> None:
     """Accuracy of a template (+ optional prompt) on a task split, through any backend."""
     from blackbox.api import run_recipe
@@ -90,7 +92,7 @@ def eval_cmd(
         "method": "eval", "split": split, "prompt": prompt, "limit": limit,
         "task": task_option(task, train, dev, test, labels, label_words, task_spec),
         "seed": seed, "shots": shots, "output_dir": output_dir,
-        "backend": backend_config(backend, model, base_url, api_key_env),
+        "backend": backend_config(backend, model, base_url, api_key_env, api),
         "template": int(template) if template.isdigit() else template,
         "budget": {"max_queries": max_queries},
     }, source="bbx eval")

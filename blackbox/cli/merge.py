@@ -9,6 +9,7 @@ import typer
 
 from blackbox.cli.common import (
     AllowOverlapOpt,
+    ApiOpt,
     DevOpt,
     LabelsOpt,
     LabelWordsOpt,
@@ -130,6 +131,7 @@ def register(app: typer.Typer) -> None:
             help="Remote backend: the server's URL (default $OPENAI_BASE_URL).")] = None,
         api_key_env: Annotated[str, typer.Option(
             help="Remote backend: NAME of the env var holding the key.")] = "OPENAI_API_KEY",
+        api: ApiOpt = "auto",
         max_queries: Annotated[int | None, typer.Option(help="Hard cap on paid calls.")]
         = None,
         run_dir: Annotated[Path | None, typer.Option(help="Resume this run directory.")]
@@ -148,7 +150,7 @@ def register(app: typer.Typer) -> None:
         if backend == "local":
             cfg.update(model=model, adapters=str(adapters_dir) if adapters_dir else "zoo")
         elif backend == "remote":
-            cfg.update(base_url=base_url, api_key_env=api_key_env)
+            cfg.update(base_url=base_url, api_key_env=api_key_env, api=api)
         stage = {"optimizer": optimizer, "popsize": popsize}
         result = merge(task=task_option(task, train, dev, test, labels, label_words, task_spec,
                                         template),

@@ -10,6 +10,7 @@ import typer
 from blackbox.cli.common import (
     AllowOverlapOpt,
     ApiKeyEnvOpt,
+    ApiOpt,
     BaseUrlOpt,
     DevOpt,
     LabelsOpt,
@@ -102,6 +103,7 @@ def register(app: typer.Typer) -> None:
         = "default",
         base_url: BaseUrlOpt = None,
         api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+        api: ApiOpt = "auto",
         max_queries: Annotated[int | None, typer.Option(
             help="Hard cap on paid backend calls of any kind.")] = None,
         run_dir: Annotated[Path | None, typer.Option(
@@ -120,7 +122,7 @@ def register(app: typer.Typer) -> None:
         """
         from blackbox.api import search_prompt
 
-        backend_cfg = backend_config(backend, model, base_url, api_key_env)
+        backend_cfg = backend_config(backend, model, base_url, api_key_env, api)
         result = search_prompt(
             task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
             allow_overlap=allow_overlap, shots=shots, seed=seed, search=search, budget=budget,

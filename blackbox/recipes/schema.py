@@ -107,8 +107,15 @@ class RemoteBackendConfig(Strict):
     """Any OpenAI-compatible server through the openai SDK (bbx serve, vLLM, llama.cpp, OpenAI).
 
     ``api_key_env`` is the NAME of the environment variable that holds the key, never the key.
-    ``label_logprobs``: ``auto`` uses the bbx extension when the server has it, else
-    next-token ``top_logprobs`` (see :mod:`blackbox.backends.remote`).
+    ``api``: ``completions`` (the prompt is text the model continues), ``chat`` (the prompt
+    is the user message, after ``system`` when given, and label words start the reply:
+    compared stripped and case-folded) or ``auto`` (decided once per server and model: a
+    model the completions route refuses is a chat model). ``label_logprobs``: ``auto``
+    uses the bbx extension when the server has it (completions), else next-token
+    ``top_logprobs`` (at most 20 on chat); ``generate`` reads generated answers
+    (``generate_max_tokens``; ``samples`` > 1 asks for that many at
+    ``sample_temperature``) for servers without log-probs (see
+    :mod:`blackbox.backends.remote`).
     """
 
     kind: Literal["remote"] = "remote"
@@ -118,10 +125,15 @@ class RemoteBackendConfig(Strict):
     max_concurrency: int = Field(8, ge=1, le=256)
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
-    label_logprobs: Literal["auto", "extension", "echo", "topk"] = "auto"
+    api: Literal["auto", "chat", "completions"] = "auto"
+    system: str | None = None  # chat only: a system message before every prompt
+    label_logprobs: Literal["auto", "extension", "echo", "topk", "generate"] = "auto"
     top_logprobs: int = Field(20, ge=1, le=20)
     logit_bias: bool = True
     batch_size: int = Field(32, ge=1)
+    generate_max_tokens: int = Field(8, ge=1, le=256)
+    samples: int = Field(1, ge=1, le=128)  # > 1: label frequencies of n samples
+    sample_temperature: float = Field(1.0, gt=0, le=2)
 
     @field_validator("api_key_env")
     @classmethod
