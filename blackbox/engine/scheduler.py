@@ -7,11 +7,11 @@ iteration of the thread, holding the backend's model for that iteration only (sc
 of the dynamic batcher interleave between iterations):
 
 1. drops the rows whose client went away (``Ticket.cancel``), queued or decoding;
-2. admits queued rows while the batch has room (their prefill, their first token);
-3. decodes one token for every row in the batch;
+2. admits queued rows while the batch has room (their prefill, their first token), and
+   hands each one's first text to its ticket's sink;
+3. decodes one token for every row in the batch, and hands each row's new text over.
 
-then hands each row's new text to its ticket's sink, outside the lock. A cancelled row
-therefore costs at most the step it was in when its client left.
+A cancelled row therefore costs at most the step it was in when its client left.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ class Ticket:
 class DecodeScheduler:
     """Continuous batching over a backend with ``locked()`` and ``factors()`` (the local
     backend); see module docs. ``max_queue`` bounds the rows waiting for a place in the
-    batch; ``max_rows`` and ``max_tokens`` size the batch (see DecodeBatch)."""
+    batch (one request larger than that waits alone); ``max_rows`` and ``max_tokens`` size
+    the batch (see DecodeBatch)."""
 
     def __init__(self, backend: Any, max_queue: int = DEFAULT_MAX_QUEUE,
                  max_rows: int | None = None, max_tokens: int | None = None) -> None:
@@ -87,7 +88,8 @@ class DecodeScheduler:
         with self._cv:
             if self._stop:
                 raise BbxError("the server is shutting down")
-            if len(self._queue) + len(rows) > self.max_queue:
+            # a request larger than the whole queue is taken when the queue is empty
+            if self._queue and len(self._queue) + len(rows) > self.max_queue:
                 raise QueueFull(len(self._queue), self.max_queue, self._retry_after())
             for r in rows:
                 r.tag = ticket
@@ -143,7 +145,6 @@ class DecodeScheduler:
         self._fail_all(BbxError("the server is shutting down"))
 
     def _iteration(self) -> None:
-        failed: list[tuple[Row, BaseException]] = []
         with self.backend.locked() as engine:
             if self._batch is None:
                 self._batch = DecodeBatch(engine, self.max_rows, self.max_tokens, self.stats)
@@ -160,17 +161,19 @@ class DecodeScheduler:
                     r.factors = self.backend.factors(r.adapter)
                     admitted.append(r)
                 except BbxError as e:  # an adapter unloaded since the request came
-                    failed.append((r, e))
+                    r.finish = "error"
+                    r.tag.sink(r, "", e)
             batch.admit(admitted)
             self._joining = []
+            # the sinks only hand the text over: the first tokens leave before the step
+            self._report(admitted)
             stepped = list(batch.rows)
             batch.step()
-        new = {id(r) for r in admitted}
-        touched = admitted + [r for r in stepped if id(r) not in new]
+            self._report(stepped)
+
+    def _report(self, rows: list[Row]) -> None:
         now = time.perf_counter()
-        for r, e in failed:
-            r.tag.sink(r, "", e)
-        for r in touched:
+        for r in rows:
             if r.finish is not None:
                 self._row_s += 0.1 * ((now - r.joined_at) - self._row_s)
             if not r.cancelled:
@@ -185,7 +188,7 @@ class DecodeScheduler:
         if self._batch is not None:
             rows += self._batch.rows
             self._batch = None  # its cache may be half-updated: start afresh
-        for r in rows:
-            if r.finish is None and not r.cancelled:
+        for r in rows:  # finished ones too: the step that finished them was not reported
+            if r.finish != "error" and not r.cancelled:
                 r.finish = "error"
                 r.tag.sink(r, "", error)

@@ -135,9 +135,9 @@ def local_generation(svc: Any, prompts: list[str], params: Params, n: int, adapt
             gen.put_threadsafe(error)
             return
         finish = None if row.finish is None else ("stop" if row.finish == "stop" else "length")
+        # an empty piece too: the first one starts the response (the chat role chunk)
         for k in range(fan):
-            if piece or finish is not None:
-                gen.put_threadsafe(Event(row.index + k, piece, finish, len(row.new)))
+            gen.put_threadsafe(Event(row.index + k, piece, finish, len(row.new)))
 
     try:
         ticket = svc.decoder.submit(rows, sink)

@@ -41,7 +41,7 @@ class Service:
                                        else str(getattr(backend, "model", backend.name)))
         self.batcher = Batcher(backend, max_batch=max_batch, max_wait_s=max_wait_s)
         self.decoder: Any = None
-        if self.local:  # torch loads here, not for the fake or remote backends
+        if self.local and callable(getattr(backend, "locked", None)):  # torch loads here
             from blackbox.engine.scheduler import DEFAULT_MAX_QUEUE, DecodeScheduler
 
             self.decoder = DecodeScheduler(
@@ -181,7 +181,7 @@ class Service:
                    stream: bool = False) -> Generation:
         """``n`` choices per prompt (choice ``i * n + j`` is prompt ``i``'s ``j``-th), as
         events; on the local backend a 503 when the decode queue is full."""
-        if self.local:
+        if self.decoder is not None:
             return local_generation(self, prompts, params, n, adapter, stream)
         return batcher_generation(self, prompts, params, n, adapter)
 
