@@ -341,10 +341,12 @@ def serve(
     allow_adapter_paths: bool = False,
     threads: int | None = None,
     log_level: str = "info",
+    max_queue: int = 256,
 ) -> None:
     """``bbx serve`` as a function: an OpenAI-compatible server (plus bbx extensions) over a
     local model and an optional folder of PEFT LoRA adapters; blocks until interrupted.
-    With ``api_key`` every route but ``/health`` needs ``Authorization: Bearer <key>``."""
+    With ``api_key`` every route but ``/health`` needs ``Authorization: Bearer <key>``;
+    ``max_queue`` bounds the generation sequences waiting to decode (then 503s)."""
     import logging
     import os
     import sys
@@ -368,7 +370,8 @@ def serve(
     backend = LocalBackend(model=model, device=device, dtype=dtype, batch_size=batch_size,
                            embed_model=embed_model, adapters=adapters)
     app = create_app(backend, api_key=api_key, model_name=model_name, max_batch=max_batch,
-                     max_wait_ms=max_wait_ms, allow_adapter_paths=allow_adapter_paths)
+                     max_wait_ms=max_wait_ms, allow_adapter_paths=allow_adapter_paths,
+                     max_queue=max_queue)
     run_app(app, host=host, port=port, log_level=log_level)
 
 

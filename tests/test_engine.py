@@ -257,6 +257,70 @@ def test_generate_greedy_is_batch_independent_and_sampling_is_seeded(tiny_engine
     assert tiny_engine.generate(["the"], max_tokens=0) == [""]
 
 
+def test_rows_joining_and_leaving_a_running_decode_batch_get_their_tokens_alone(
+        tiny_engine) -> None:
+    from blackbox.engine.decode import DecodeBatch, new_row
+
+    prompts = PROMPTS[:5]
+    ids = tiny_engine._prompt_ids(prompts)
+
+    def rows(max_tokens: list[int]) -> list:
+        return [new_row(x, p, m, tiny_engine.max_length, stream=True)
+                for x, p, m in zip(ids, prompts, max_tokens, strict=True)]
+
+    alone = []
+    for r in rows([9, 4, 12, 7, 10]):
+        b = DecodeBatch(tiny_engine)
+        b.admit([r])
+        while b.rows:
+            b.step()
+        alone.append(r.new)
+    # rows of other lengths join at step boundaries (wider and narrower than the batch),
+    # others leave mid-way (their max_tokens): each row's tokens stay its own
+    b = DecodeBatch(tiny_engine)
+    rs = rows([9, 4, 12, 7, 10])
+    pieces: dict[int, str] = {}
+    for joining in [rs[:1], rs[1:3], [], rs[3:]] + [[]] * 12:
+        b.admit(joining)
+        b.step()
+        for r in rs:
+            pieces[id(r)] = pieces.get(id(r), "") + r.take_text()
+    assert [r.new for r in rs] == alone
+    assert b.stats.max_rows >= 3 and b.stats.prefills == 3
+    # the streamed pieces join to each row's text
+    assert [pieces[id(r)] for r in rs] == [r.text for r in rs]
+    assert all(r.text == tiny_engine._decode(r.new) for r in rs)
+
+
+def test_the_fair_lock_serves_waiters_in_the_order_they_came() -> None:
+    import threading
+
+    from blackbox.engine.locks import FairRLock
+
+    lock, order = FairRLock(), []
+    lock.acquire()
+    lock.acquire()  # reentrant
+
+    def worker(name: str) -> None:
+        with lock:
+            order.append(name)
+
+    threads = []
+    for i, name in enumerate(["a", "b"]):
+        threads.append(threading.Thread(target=worker, args=(name,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while lock._next < i + 2 and time.monotonic() < deadline:  # it waits for the lock
+            time.sleep(0.001)
+    lock.release()
+    lock.release()
+    with lock:  # asking again at once: behind the two that waited (a plain RLock: first)
+        order.append("again")
+    for t in threads:
+        t.join(timeout=10)
+    assert order == ["a", "b", "again"]
+
+
 def test_count_tokens_counts_what_the_model_sees(tiny_engine) -> None:
     counts = tiny_engine.count_tokens(["the movie was", ""])
     assert counts[1] == 1  # the BOS only

@@ -2,19 +2,21 @@
 
 The model loads lazily on the first verb that needs it (``fingerprint`` and
 ``capabilities`` do not), so building a backend for a dry run or a cache-only replay is
-free. Calls are serialized with a lock: the engine batches within a call, and the serving
-layer gathers concurrent requests into calls.
+free. Calls are serialized with a lock, granted first-come first-served: the engine
+batches within a call, and the serving layer gathers concurrent requests into calls (and
+takes the lock once per decode step, see :meth:`LocalBackend.locked`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
+from blackbox.engine.locks import FairRLock
 from blackbox.errors import BbxError
 
 _GEN_PARAMS = {"max_tokens", "temperature", "top_p", "seed", "stop"}
@@ -56,7 +58,7 @@ class LocalBackend:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.embed_model = embed_model
-        self._lock = threading.RLock()
+        self._lock = FairRLock()
         self._engine: Any = None
         self._embedder: Any = None
         self._placement: Any = None
@@ -164,6 +166,13 @@ class LocalBackend:
     def _rows(self, adapter: Adapter, n: int) -> list[Any] | None:
         f = self.factors(adapter)
         return None if f is None else [f] * n
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Any]:
+        """Hold the model (the engine, loaded on first use) for several calls in a row, as
+        the serving layer's decode scheduler does for each step."""
+        with self._lock:
+            yield self.engine
 
     def call_rows(self, verb: str | Callable[..., Any], args: tuple[Any, ...],
                   adapters: Sequence[Adapter], **kwargs: Any) -> Any:

@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
             help="Most prompts gathered from concurrent requests into one call.", min=1)] = 64,
         max_wait_ms: Annotated[float, typer.Option(
             help="Longest wait for more requests before a call.", min=0)] = 4.0,
+        max_queue: Annotated[int, typer.Option(
+            help="Most generation sequences waiting for a place in the decode batch; "
+            "past it requests get a 503 with Retry-After.", min=0)] = 256,
         embed_model: Annotated[str, typer.Option(help="minilm | mean")] = "minilm",
         allow_adapter_paths: Annotated[bool, typer.Option(
             help="Let POST /v1/adapters load adapters from any server path.")] = False,
@@ -45,5 +48,6 @@ def register(app: typer.Typer) -> None:
         serve(model=model, adapters=str(adapters) if adapters else None, host=host, port=port,
               api_key=api_key, model_name=model_name, device=device, dtype=dtype,
               batch_size=batch_size, max_batch=max_batch, max_wait_ms=max_wait_ms,
+              max_queue=max_queue,
               embed_model=embed_model, allow_adapter_paths=allow_adapter_paths,
               threads=threads, log_level=log_level)

@@ -351,6 +351,7 @@ class BatchedLora:
         self.model = model
         self._handles: dict[str, Any] = {}
         self._active: dict[str, Any] | None = None
+        self._last: tuple[Any, list[Factors], dict[str, Any]] | None = None
         self._dtype = next(model.parameters()).dtype
         self._device = next(model.parameters()).device
 
@@ -435,8 +436,15 @@ class BatchedLora:
         if not distinct:
             yield
             return
-        with single_threaded():  # hundreds of small copies: see single_threaded
-            active = self._build(distinct, slot)
+        # a decode batch enters this once per generated token with the same rows: the last
+        # build is kept (with its factors, so their ids stay theirs) and reused
+        key = (tuple(id(f) for f in distinct), tuple(slot))
+        if self._last is not None and self._last[0] == key:
+            active = self._last[2]
+        else:
+            with single_threaded():  # hundreds of small copies: see single_threaded
+                active = self._build(distinct, slot)
+            self._last = (key, distinct, active)
         if self._active is not None:
             raise RuntimeError("BatchedLora.rows is not reentrant")
         self._active = active
@@ -500,3 +508,4 @@ class BatchedLora:
         for h in self._handles.values():
             h.remove()
         self._handles.clear()
+        self._last = None

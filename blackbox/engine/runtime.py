@@ -5,7 +5,8 @@ them into batches (at most ``batch_size`` rows and ``max_batch_tokens`` padded t
 ONE forward pass per batch under ``torch.inference_mode()``, and put the answers back in the
 caller's order. Batches are left-padded, with an attention mask and position ids that count
 from each row's first real token, so a padded row gives the same numbers as the row alone
-(up to float rounding).
+(up to float rounding). Text is the exception: it decodes in a continuous batch over a KV
+cache (:mod:`blackbox.engine.decode`), padded the same way.
 
 Logits are computed only where they are read (``logits_to_keep``): the LM head of a small
 model over a 49k vocabulary costs as much as several transformer layers per position.
@@ -24,7 +25,6 @@ Tokenization conventions:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -333,7 +333,6 @@ class Engine:
                 out[i] = vecs[row].tolist()
         return out
 
-    @torch.inference_mode()
     def generate(
         self,
         prompts: Sequence[str],
@@ -349,59 +348,32 @@ class Engine:
         Sampling draws from one generator per prompt seeded by ``seed`` and the prompt text,
         so a prompt's sample does not depend on which prompts share its batch. Generation
         stops at EOS, at ``max_tokens``, at the context limit, or at a ``stop`` string (which
-        is cut off, as OpenAI does).
+        is cut off, as OpenAI does). Prompts decode in one continuous batch
+        (:class:`~blackbox.engine.decode.DecodeBatch`): a prompt that finishes early makes
+        room for the next one at once.
         """
+        from collections import deque
+
+        from blackbox.engine.decode import DecodeBatch, new_row
+
         if max_tokens < 0 or temperature < 0 or not 0 < top_p <= 1:
             raise BbxError("generate needs max_tokens >= 0, temperature >= 0, 0 < top_p <= 1")
         stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
         p_ids = self._prompt_ids(prompts)
         for i, p in enumerate(p_ids):
             self._check_length(i, len(p))
-        out = [""] * len(p_ids)
-        for batch in self._batches([len(p) + max_tokens for p in p_ids]):
-            with self._rows(_per_row(adapters, len(p_ids)), batch):
-                texts = self._generate_batch([p_ids[i] for i in batch],
-                                             [prompts[i] for i in batch],
-                                             max_tokens, temperature, top_p, seed, stops)
-            for i, text in zip(batch, texts, strict=True):
-                out[i] = text
-        return out
-
-    def _generate_batch(self, seqs: list[list[int]], prompts: list[str], max_tokens: int,
-                        temperature: float, top_p: float, seed: int,
-                        stops: list[str]) -> list[str]:
-        inputs = self._pad(seqs)
-        mask, pos = inputs["attention_mask"], inputs["position_ids"]
-        steps = min(max_tokens, self.max_length - max(len(s) for s in seqs))
-        gens = [_row_generator(seed, p) for p in prompts] if temperature > 0 else []
-        new: list[list[int]] = [[] for _ in seqs]
-        done = [False] * len(seqs)
-        past = None
-        step_ids = inputs["input_ids"]
-        for _ in range(max(steps, 0)):
-            res = self.model(input_ids=step_ids, attention_mask=mask, position_ids=pos,
-                             past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = res.past_key_values
-            logits = res.logits[:, -1, :].float()
-            nxt = _pick(logits, temperature, top_p, gens)
-            for row, tok in enumerate(nxt):
-                if done[row]:
-                    continue
-                if tok in self.eos_ids:
-                    done[row] = True
-                    continue
-                new[row].append(tok)
-                if stops and any(s in self._decode(new[row]) for s in stops):
-                    done[row] = True
-            if all(done):
-                break
-            step_ids = torch.tensor([[self.pad_id if d else t] for t, d in zip(nxt, done,
-                                                                                  strict=True)],
-                                    device=self.device)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            pos = pos[:, -1:] + 1
-        texts = [self._decode(n) for n in new]
-        return [_cut_at_stop(t, stops) for t in texts]
+        factors = _per_row(adapters, len(p_ids)) or [None] * len(p_ids)
+        rows = [new_row(ids, prompt, max_tokens, self.max_length, temperature, top_p, seed,
+                        stops, factors=f)
+                for ids, prompt, f in zip(p_ids, prompts, factors, strict=True)]
+        batch = DecodeBatch(self)
+        waiting = deque(rows)
+        while waiting or batch.rows:
+            joining = [waiting.popleft() for _ in range(batch.room(waiting))]
+            if joining:
+                batch.admit(joining)
+            batch.step()
+        return [r.text for r in rows]
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -411,28 +383,3 @@ def _per_row(adapters: Sequence[Any] | None, n: int) -> Sequence[Any] | None:
     if adapters is not None and len(adapters) != n:
         raise BbxError(f"got {len(adapters)} adapters for {n} prompts: give one per prompt")
     return adapters
-
-
-def _row_generator(seed: int, prompt: str) -> torch.Generator:
-    digest = hashlib.sha256(f"{seed}\x1f{prompt}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") >> 1)
-
-
-def _pick(logits: torch.Tensor, temperature: float, top_p: float,
-          gens: list[torch.Generator]) -> list[int]:
-    """Greedy argmax, or a temperature / nucleus sample per row with the row's generator."""
-    if temperature == 0:
-        return logits.argmax(dim=-1).tolist()
-    probs = torch.softmax(logits / temperature, dim=-1).cpu()
-    if top_p < 1:
-        sorted_p, idx = probs.sort(dim=-1, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always at least one token)
-        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
-        sorted_p[drop] = 0
-        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    return [int(torch.multinomial(probs[r], 1, generator=g)) for r, g in enumerate(gens)]
-
-
-def _cut_at_stop(text: str, stops: list[str]) -> str:
-    cuts = [text.find(s) for s in stops if s in text]
-    return text[:min(cuts)] if cuts else text

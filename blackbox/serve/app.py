@@ -163,8 +163,11 @@ def create_app(
     max_wait_ms: float = 4.0,
     allow_adapter_paths: bool = False,
     warm: bool = True,
+    max_queue: int | None = None,
 ) -> Any:
-    """An ASGI app serving ``backend`` (see module docs). ``warm`` loads the model at start."""
+    """An ASGI app serving ``backend`` (see module docs). ``warm`` loads the model at start.
+    ``max_queue`` bounds the generation sequences waiting for a place in the decode batch
+    (default 256); past it requests get a 503 with ``Retry-After``."""
     from fastapi import FastAPI
 
     from blackbox import __version__
@@ -172,7 +175,8 @@ def create_app(
     from blackbox.serve.service import Service
 
     svc = Service(backend, model_name=model_name, max_batch=max_batch,
-                  max_wait_s=max_wait_ms / 1000.0, allow_adapter_paths=allow_adapter_paths)
+                  max_wait_s=max_wait_ms / 1000.0, allow_adapter_paths=allow_adapter_paths,
+                  max_queue=max_queue)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> Any:

@@ -36,11 +36,14 @@ def service(request: Request) -> Service:
 
 @public.get("/health")
 async def health(request: Request) -> dict[str, Any]:
-    """Liveness: ``{"status": "ok"}`` plus batching counters."""
+    """Liveness: ``{"status": "ok"}`` plus batching and decoding counters."""
     svc = service(request)
-    return {"status": "ok", "model": svc.model_id,
-            "uptime_s": round(time.time() - request.app.state.started, 1),
-            "batching": svc.batcher.stats.as_dict()}
+    out = {"status": "ok", "model": svc.model_id,
+           "uptime_s": round(time.time() - request.app.state.started, 1),
+           "batching": svc.batcher.stats.as_dict()}
+    if svc.decoder is not None:
+        out["decoding"] = svc.decoder.as_dict()
+    return out
 
 
 @router.get("/v1/bbx")

@@ -2,7 +2,8 @@
 
 Anything a client sends that cannot be served is a 4xx with this envelope, and the server
 keeps serving: validation errors and malformed JSON (400), a bad key (401), unknown
-models or adapters (404), oversized bodies (413). A 500 means a bug in bbx. A validation
+models or adapters (404), oversized bodies (413). A full generation queue is a 503 with a
+``Retry-After`` header (the SDK retries it). A 500 means a bug in bbx. A validation
 error's message is one sentence naming the field and what it may be
 (:mod:`blackbox.serve.validation`), not pydantic's internals.
 """
@@ -25,8 +26,10 @@ class APIError(Exception):
     """An error answered with an OpenAI envelope and an HTTP status."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 code: str | None = None, type_: str | None = None) -> None:
+                 code: str | None = None, type_: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status = status
         self.message = message
         self.param = param
@@ -36,12 +39,12 @@ class APIError(Exception):
 
 
 def envelope(status: int, message: str, param: str | None = None, code: str | None = None,
-             type_: str | None = None) -> Any:
+             type_: str | None = None, headers: dict[str, str] | None = None) -> Any:
     """A JSONResponse holding the OpenAI error envelope."""
     from fastapi.responses import JSONResponse
 
     err = APIError(status, _printable(message), _printable(param), code, type_)
-    return JSONResponse(status_code=status, content={"error": {
+    return JSONResponse(status_code=status, headers=headers, content={"error": {
         "message": err.message, "type": err.type, "param": err.param, "code": err.code}})
 
 
@@ -72,7 +75,7 @@ def install_handlers(app: Any) -> None:
 
     @app.exception_handler(APIError)
     async def _api_error(_request: Any, exc: APIError) -> Any:
-        return envelope(exc.status, exc.message, exc.param, exc.code, exc.type)
+        return envelope(exc.status, exc.message, exc.param, exc.code, exc.type, exc.headers)
 
     @app.exception_handler(BbxError)
     async def _bbx_error(_request: Any, exc: BbxError) -> Any:

@@ -10,8 +10,12 @@ Semantics follow OpenAI (and vLLM where OpenAI is silent):
 * ``logit_bias`` shifts the next-token logits and the reported log-probs (as OpenAI's do);
   bbx applies it to single-token greedy completions (``max_tokens <= 1``,
   ``temperature = 0``), the idiom classifiers use, and refuses it elsewhere;
-* ``stream=true`` answers the whole completion as one server-sent chunk, then ``[DONE]``
-  (with ``stream_options.include_usage``, a last chunk holding the usage before it);
+* ``stream=true`` sends the text as it is generated, in OpenAI's chunk shapes (see
+  :mod:`blackbox.serve.streaming`), then ``[DONE]`` (with ``stream_options.include_usage``,
+  a last chunk holding the usage before it); with ``logprobs`` (which need the whole text)
+  the answer comes as one chunk;
+* on the local backend, generation requests decode together in one continuous batch,
+  behind a bounded queue: a full queue is a 503 with ``Retry-After``;
 * a prompt and ``max_tokens`` that do not fit the model's context together are a 400 with
   OpenAI's ``context_length_exceeded`` message, not a completion cut short;
 * fields bbx cannot honour are 400s with code ``unsupported_parameter`` (see
@@ -21,18 +25,19 @@ Semantics follow OpenAI (and vLLM where OpenAI is silent):
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import time
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
 from blackbox.serve.errors import APIError
+from blackbox.serve.generation import Params
 from blackbox.serve.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from blackbox.serve.service import Service
+from blackbox.serve.streaming import one_chunk, stream_chat, stream_completion
+from blackbox.serve.streaming import usage as _usage
 
 router = APIRouter()
 DEFAULT_CHAT_MAX_TOKENS = 512
@@ -40,11 +45,6 @@ DEFAULT_CHAT_MAX_TOKENS = 512
 
 def service(request: Request) -> Service:
     return request.app.state.service
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
 
 
 def _bias(raw: dict[str, float] | None) -> dict[int, float] | None:
@@ -75,22 +75,6 @@ def _check_context(ctx: int | None, prompt_len: int, max_tokens: int | None, whe
                        f"({prompt_len} in the {where}, {max_tokens} in the completion). Please "
                        f"reduce the length of the {where} or the completion.", param,
                        "context_length_exceeded")
-
-
-def _sse(chunks: list[dict[str, Any]], usage: dict[str, int] | None = None
-         ) -> StreamingResponse:
-    """The chunks as server-sent events; ``usage`` (``include_usage``) in a last chunk with
-    no choices, as OpenAI sends it."""
-    if usage is not None:
-        chunks = [*({**c, "usage": None} for c in chunks),
-                  {**chunks[-1], "choices": [], "usage": usage}]
-
-    def gen() -> Any:
-        for c in chunks:
-            yield f"data: {json.dumps(c)}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(gen(), media_type="text/event-stream")
 
 
 @router.get("/v1/models")
@@ -202,37 +186,40 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
                 choices.append({"index": i * req.n + j, "text": text, "logprobs": lp_obj,
                                 "finish_reason": finish})
     else:
-        base_seed = svc.sample_seed(req.seed)
-        runs = 1 if req.temperature == 0 else req.n
-        outs = []
-        for j in range(runs):
-            params = {"max_tokens": max_tokens, "temperature": req.temperature,
-                      "top_p": req.top_p, "seed": base_seed + j}
-            if stop:
-                params["stop"] = stop
-            outs.append(await svc.generate(prompts, params, adapter))
+        params = Params(max_tokens, req.temperature, req.top_p, svc.sample_seed(req.seed), stop)
+        streaming = req.stream and k is None
+        gen = svc.generation(prompts, params, req.n, adapter, stream=streaming)
+        if streaming:
+            head = {"id": rid, "object": "text_completion", "created": created,
+                    "model": svc.model_id}
+            prefixes = [p if req.echo else "" for p in prompts for _ in range(req.n)]
+            return await stream_completion(gen, head, prefixes, _include_usage(req),
+                                           prompt_tokens)
+        outs = await gen.collect()
         for i, p in enumerate(prompts):
             for j in range(req.n):
-                text = outs[j if runs > 1 else 0][i]
+                out = outs[i * req.n + j]
+                completion_tokens += out.tokens
                 lp_obj = None
-                pieces = svc.piece_ids(text) if svc.local else []
-                n_gen = len(pieces) if svc.local else svc.count_tokens([text])
-                completion_tokens += n_gen
                 if k is not None:
                     p_ids = svc.prompt_ids(p)
-                    seq = p_ids + pieces
+                    seq = p_ids + svc.piece_ids(out.text)
                     rec = (await svc.seq_logprobs([seq], [0 if req.echo else len(p_ids)], k, 0,
                                                   None, adapter))[0]
-                    lp_obj = _completion_logprobs(svc, seq, rec, 0 if req.echo else 0)
-                choices.append({"index": i * req.n + j, "text": (p if req.echo else "") + text,
-                                "logprobs": lp_obj,
-                                "finish_reason": "length" if n_gen >= max_tokens else "stop"})
+                    lp_obj = _completion_logprobs(svc, seq, rec, 0)
+                choices.append({"index": i * req.n + j,
+                                "text": (p if req.echo else "") + out.text,
+                                "logprobs": lp_obj, "finish_reason": out.finish})
     body = {"id": rid, "object": "text_completion", "created": created, "model": svc.model_id,
             "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
     if req.stream:
-        include = req.stream_options is not None and req.stream_options.include_usage
-        return _sse([{**body, "usage": None}], body["usage"] if include else None)
+        return one_chunk([{**body, "usage": None}], body["usage"] if _include_usage(req)
+                         else None)
     return body
+
+
+def _include_usage(req: Any) -> bool:
+    return req.stream_options is not None and bool(req.stream_options.include_usage)
 
 
 # ---- chat -----------------------------------------------------------------------------
@@ -272,40 +259,35 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         max_tokens = DEFAULT_CHAT_MAX_TOKENS if ctx is None else \
             min(DEFAULT_CHAT_MAX_TOKENS, ctx - prompt_tokens)
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    base_seed = svc.sample_seed(req.seed)
-    runs = 1 if req.temperature == 0 else req.n
-    outs = []
-    for j in range(runs):
-        params = {"max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p,
-                  "seed": base_seed + j}
-        if stop:
-            params["stop"] = stop
-        outs.append((await svc.generate([prompt], params, adapter))[0])
+    params = Params(max_tokens, req.temperature, req.top_p, svc.sample_seed(req.seed), stop)
+    rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    streaming = req.stream and not req.logprobs
+    gen = svc.generation([prompt], params, req.n, adapter, stream=streaming)
+    if streaming:
+        head = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                "model": svc.model_id}
+        return await stream_chat(gen, head, _include_usage(req), prompt_tokens)
     choices, completion_tokens = [], 0
-    for j in range(req.n):
-        text = outs[j if runs > 1 else 0]
-        pieces = svc.piece_ids(text) if svc.local else []
-        n_gen = len(pieces) if svc.local else svc.count_tokens([text])
-        completion_tokens += n_gen
+    for j, out in enumerate(await gen.collect()):
+        completion_tokens += out.tokens
         lp_obj = None
         if req.logprobs:
             p_ids = svc.prompt_ids(prompt)
-            rec = (await svc.seq_logprobs([p_ids + pieces], [len(p_ids)], req.top_logprobs or 0,
+            seq = p_ids + svc.piece_ids(out.text)
+            rec = (await svc.seq_logprobs([seq], [len(p_ids)], req.top_logprobs or 0,
                                           0, None, adapter))[0]
-            lp_obj = _chat_logprobs(svc, p_ids + pieces, rec)
-        choices.append({"index": j, "message": {"role": "assistant", "content": text},
-                        "logprobs": lp_obj,
-                        "finish_reason": "length" if n_gen >= max_tokens else "stop"})
-    rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-    if req.stream:
+            lp_obj = _chat_logprobs(svc, seq, rec)
+        choices.append({"index": j, "message": {"role": "assistant", "content": out.text},
+                        "logprobs": lp_obj, "finish_reason": out.finish})
+    if req.stream:  # with logprobs: the whole answer as one chunk
         chunks = [{"id": rid, "object": "chat.completion.chunk", "created": created,
                    "model": svc.model_id, "choices": [
                        {"index": c["index"], "delta": {"role": "assistant",
                                                        "content": c["message"]["content"]},
                         "logprobs": c["logprobs"], "finish_reason": c["finish_reason"]}]}
                   for c in choices]
-        include = req.stream_options is not None and req.stream_options.include_usage
-        return _sse(chunks, _usage(prompt_tokens, completion_tokens) if include else None)
+        return one_chunk(chunks, _usage(prompt_tokens, completion_tokens)
+                         if _include_usage(req) else None)
     return {"id": rid, "object": "chat.completion", "created": created, "model": svc.model_id,
             "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
 

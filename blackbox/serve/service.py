@@ -1,9 +1,12 @@
 """The model behind the routes: a Backend, its dynamic batcher, and token-level helpers.
 
-Routes call :class:`Service`; it turns each request into batcher jobs (so concurrent requests
-share forward passes) and awaits them. Token-level features (``logprobs``, ``echo``,
-``/tokenize``, chat templates) need the model's tokenizer, so they work on the local backend
-(and any backend exposing an ``engine``); on other backends they are a clear 400.
+Routes call :class:`Service`; it turns each scoring request into batcher jobs (so concurrent
+requests share forward passes) and awaits them. On the local backend, generation requests
+are rows of the decode scheduler's continuous batch instead (see
+:mod:`blackbox.serve.generation`), behind a bounded queue. Token-level features
+(``logprobs``, ``echo``, ``/tokenize``, chat templates) need the model's tokenizer, so they
+work on the local backend (and any backend exposing an ``engine``); on other backends they
+are a clear 400.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from blackbox.backends.base import Adapter, normalize_adapter
 from blackbox.engine.batcher import Batcher, Job
 from blackbox.errors import BbxError
 from blackbox.serve.errors import APIError, from_bbx_error
+from blackbox.serve.generation import Generation, Params, batcher_generation, local_generation
 
 FALLBACK_CHAT = "{role}: {content}\n"
 
@@ -27,7 +31,8 @@ class Service:
     """One backend served over HTTP (see module docs)."""
 
     def __init__(self, backend: Any, model_name: str | None = None, max_batch: int = 64,
-                 max_wait_s: float = 0.004, allow_adapter_paths: bool = False) -> None:
+                 max_wait_s: float = 0.004, allow_adapter_paths: bool = False,
+                 max_queue: int | None = None) -> None:
         self.backend = backend
         self.allow_adapter_paths = allow_adapter_paths
         self.local = callable(getattr(backend, "call_rows", None))
@@ -35,6 +40,12 @@ class Service:
         self.model_id = model_name or (source.name if source is not None
                                        else str(getattr(backend, "model", backend.name)))
         self.batcher = Batcher(backend, max_batch=max_batch, max_wait_s=max_wait_s)
+        self.decoder: Any = None
+        if self.local and callable(getattr(backend, "locked", None)):  # torch loads here
+            from blackbox.engine.scheduler import DEFAULT_MAX_QUEUE, DecodeScheduler
+
+            self.decoder = DecodeScheduler(
+                backend, DEFAULT_MAX_QUEUE if max_queue is None else max_queue)
         self._tokenizer: Any = None
         self._engine: Any = None
         self._repo: Any = None
@@ -56,8 +67,10 @@ class Service:
             self._tokenizer = copy.deepcopy(self._engine.tokenizer)
 
     def close(self) -> None:
-        """Stop the batcher and release the backend."""
+        """Stop the batcher and the decode scheduler, and release the backend."""
         self.batcher.close()
+        if self.decoder is not None:
+            self.decoder.close()
         self.backend.close()
 
     @property
@@ -163,6 +176,14 @@ class Service:
         key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                            for k, v in params.items()))
         return await self.run(Job("generate", key, prompts, adapter))
+
+    def generation(self, prompts: list[str], params: Params, n: int, adapter: Adapter,
+                   stream: bool = False) -> Generation:
+        """``n`` choices per prompt (choice ``i * n + j`` is prompt ``i``'s ``j``-th), as
+        events; on the local backend a 503 when the decode queue is full."""
+        if self.decoder is not None:
+            return local_generation(self, prompts, params, n, adapter, stream)
+        return batcher_generation(self, prompts, params, n, adapter)
 
     async def embed(self, texts: list[str], adapter: Adapter) -> list[list[float]]:
         """Batched sentence embeddings."""
