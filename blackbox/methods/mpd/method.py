@@ -35,6 +35,7 @@ from blackbox.methods.mpd.features import (
 from blackbox.methods.mpd.recipe import DecodeRecipe
 from blackbox.methods.mpd.scores import calibrated_scores, zero_shot_scores
 from blackbox.methods.scoring import accuracy, macro_f1
+from blackbox.paths import portable
 from blackbox.runs import child_rng
 from blackbox.stats import correct_string
 
@@ -206,7 +207,7 @@ def _fit(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
         "n_eval": len(splits[ev]), "accuracy": res["accuracy"], "macro_f1": res["macro_f1"],
         "fit_s": res["fit_s"], "queries_per_example": res["queries_per_example"],
         "variants": results, "templates": saved.templates, "label_words": saved.words,
-        "decoder_file": str(out),
+        "decoder_file": portable(out),
     }
 
 
