@@ -133,6 +133,13 @@ def test_every_method_runs_on_own_files_and_reports_the_test_file(tmp_path: Path
     assert (lm["eval"], lm["gold"], lm["pool_source"]) == (4, 12, "file:pool.txt")
     with pytest.raises(BbxError, match="needs unlabelled texts to label: give a pool file"):
         run_recipe({"method": "distill", **base}, progress=False)
+    from blackbox.backends.fake import FakeBackend
+
+    zoo = FakeBackend(adapter_bias={"a": {" positive": 1.0}, "b": {" Negative": 1.0}})
+    mg = run_recipe({"method": "merge", **base, "variant": "uniform", "user_examples": 8},
+                    backend=zoo, progress=False).summary
+    # user examples from train + dev (4 per class), the whole test file scored
+    assert (mg["user"]["n"], mg["test"]["n"]) == (8, 4)
 
 
 def test_the_cli_takes_own_files(tmp_path: Path) -> None:
