@@ -49,6 +49,7 @@ def collect(runs: Path) -> list[dict]:
                              "cal_weight": v.get("cal_weight"), "correct": v.get("correct")}
                          for k, v in summ["variants"].items()},
             "run_wall_s": summ["run_wall_s"], "paid_queries": summ["usage"]["queries"],
+            "overlap": sum(o["count"] for o in summ.get("notes", {}).get("overlap", [])),
         })
     return rows
 
@@ -137,6 +138,14 @@ def write_report(runs: Path, out: Path, limit: int | None, argv: list[str]) -> N
     cmd = ("flock /tmp/bbx-heavy.lock .venv/bin/python scripts/mpd_grid.py --seeds "
            + " ".join(map(str, seeds)) + f" --test-limit {limit or 0}")
     paired_dect = paired_table(by, tasks, shots, "dect")
+    leaks = [f"{r['task']} {r['shots']}-shot seed {r['seed']} ({r['overlap']})" for r in rows
+             if r.get("overlap")]
+    leak_txt = ("Leak guard: every run's train and dev texts were checked against its test "
+                "items; the shipped splits share texts with the test set in "
+                + "; ".join(leaks) + " (test items whose text is in train/dev, counted "
+                "after normalization; those runs ran with allow_overlap)."
+                if leaks else "Leak guard: no run's train or dev text is one of its test "
+                "items.")
     paired_zc = paired_table(by, tasks, shots, "zero-shot-cal")
     win_txt = ", ".join(f"{t}@{k}: {d * 100:+.1f}" for t, k, d in wins)
     n_win = sum(d > 0 for *_, d in wins)
@@ -169,6 +178,8 @@ MPD's β. Zero-shot = the first template's label words, uncalibrated (what `bbx 
 reports); calibrated zero-shot = MPD's calibrated class scores over the P templates and 10
 words per class with no trained decoder, so MPD − calibrated zero-shot is what the decoder
 itself adds. {lp_note}
+
+{leak_txt}
 
 ## Test accuracy (%), mean ± std over seeds
 
