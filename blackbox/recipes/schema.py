@@ -171,7 +171,7 @@ class RecipeBase(Strict):
     test_seed: int = Field(0, ge=0)  # the seed of every test subset: fixed apart from `seed`,
     # so the same limit picks the same test items for every method and every seed
     allow_overlap: bool = False  # run even if fit texts overlap test texts (the report says so)
-    _task: Task | None = PrivateAttr(None)
+    _task: tuple[str, Task] | None = PrivateAttr(None)
 
     @field_validator("task")
     @classmethod
@@ -184,10 +184,11 @@ class RecipeBase(Strict):
 
     def get_task(self) -> Task:
         """The resolved :class:`Task` (read once per recipe: files are inspected for labels)."""
-        if self._task is None:
-            self._task = (self.task.to_task() if isinstance(self.task, TaskSpec)
-                          else TASKS[self.task])
-        return self._task
+        key = repr(self.task)  # a copy with another task must not reuse this one's
+        if self._task is None or self._task[0] != key:
+            task = self.task.to_task() if isinstance(self.task, TaskSpec) else TASKS[self.task]
+            self._task = (key, task)
+        return self._task[1]
 
     @property
     def task_name(self) -> str:
