@@ -38,13 +38,10 @@ def render_summary(summary: dict[str, Any], run_dir: Path | str | None = None) -
         table.add_row(f"[bold]{split} accuracy ({n})[/]", f"[bold]{acc:.4f}[/]")
     if summary.get("status") == "failed":
         table.add_row("[bold red]status[/]", f"failed: {summary.get('error')}")
-    for key, value in summary.items():
-        if key in ("correct", "gold_only_correct"):
-            continue  # per-item results: for reports, not for reading
+    for key, value in _without_correct(summary).items():
         if isinstance(value, float):
             value = f"{value:.4f}"
         elif isinstance(value, dict):
-            value = _without_correct(value)
             value = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in value.items())
         table.add_row(key, str(value))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -52,11 +53,7 @@ def _fewshot_root(task: Task) -> Path:
     return root
 
 
-def _read_tsv(path: Path, task: Task) -> list[Example]:
-    return read_examples(path, task.labels)
-
-
-def read_examples(path: str | Path, labels: tuple[str, ...]) -> list[Example]:
+def read_examples(path: str | Path, labels: Sequence[str]) -> list[Example]:
     """The labelled examples of a data file (any format :func:`~blackbox.data.files.read_table`
     reads); a label naming no class is an error."""
     table = _table(path, need_labels=True)
@@ -64,7 +61,7 @@ def read_examples(path: str | Path, labels: tuple[str, ...]) -> list[Example]:
                                           strict=True)]
 
 
-def read_texts(path: str | Path, labels: tuple[str, ...] | None = None
+def read_texts(path: str | Path, labels: Sequence[str] | None = None
                ) -> tuple[list[str], np.ndarray]:
     """Texts of a data file and their class indices (``-1`` where a row has no label, or for
     every row when ``labels`` is None): an unlabelled pool, or texts to predict."""
@@ -87,6 +84,7 @@ def _cached_table(path: str, mtime_ns: int, need_labels: bool) -> Table:
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
+    # runs.child_rng's formula: data sits below runs.py in the layers, so it keeps its own
     tag = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
     return np.random.default_rng([seed, tag])
 
@@ -201,8 +199,14 @@ def _one_file_split(task: Task, split: str, shots: int, seed: int) -> list[Examp
         raise BbxError(f"task '{task.name}': {task.path} leaves {min(by_class)} example(s) of "
                        "some class outside its test part, too few for train and dev: add "
                        "examples, or give separate train/dev/test files")
-    both = sample_k_shot(rest, 2 * k, seed, task.n_classes)
-    per = [both[c * 2 * k:(c + 1) * 2 * k] for c in range(task.n_classes)]
+    return _train_or_dev(rest, split, k, seed, task.n_classes)
+
+
+def _train_or_dev(rest: list[Example], split: str, k: int, seed: int,
+                  n_classes: int) -> list[Example]:
+    """Disjoint k-shot train and dev draws from ``rest`` (one 2k draw, split per class)."""
+    both = sample_k_shot(rest, 2 * k, seed, n_classes)
+    per = [both[c * 2 * k:(c + 1) * 2 * k] for c in range(n_classes)]
     half = slice(0, k) if split == "train" else slice(k, 2 * k)
     return [e for group in per for e in group[half]]
 
@@ -222,21 +226,18 @@ def load_split(task: Task, split: str, shots: int = 16, seed: int = 13) -> list[
         if split == "pool":
             return rest
         # train and dev are disjoint k-shot draws from the non-test part
-        both = sample_k_shot(rest, 2 * shots, seed, task.n_classes)
-        per = [both[c * 2 * shots:(c + 1) * 2 * shots] for c in range(task.n_classes)]
-        half = slice(0, shots) if split == "train" else slice(shots, 2 * shots)
-        return [e for group in per for e in group[half]]
+        return _train_or_dev(rest, split, shots, seed, task.n_classes)
     if task.source == "files":
         return _files_split(task, split, shots, seed)
     if task.source == "file":
         return _one_file_split(task, split, shots, seed)
     root = _fewshot_root(task)
     if split == "test":
-        return _read_tsv(root / "test.tsv", task)
+        return read_examples(root / "test.tsv", task.labels)
     if split == "pool":
         raise BbxError(f"task '{task.name}' has no unlabelled pool beyond its k-shot files")
     base_seed = seed if seed in FEWSHOT_SEEDS else FEWSHOT_SEEDS[0]
-    shipped = _read_tsv(root / f"16-{base_seed}" / f"{split}.tsv", task)
+    shipped = read_examples(root / f"16-{base_seed}" / f"{split}.tsv", task.labels)
     if shots == 16 and seed in FEWSHOT_SEEDS:
         return shipped
     if shots > 16:

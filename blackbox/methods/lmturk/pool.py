@@ -15,15 +15,13 @@ The leak guard then checks gold and pool against the evaluation set: an overlap 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from blackbox.data import Example, Task, load_split
-from blackbox.data.datasets import read_texts as _read_texts
-from blackbox.data.datasets import seeded_subset
+from blackbox.data.datasets import read_texts, seeded_subset
 from blackbox.data.leak import normalize
 from blackbox.errors import BbxError
 
@@ -41,13 +39,6 @@ class Splits:
     @property
     def pool_has_labels(self) -> bool:
         return bool(len(self.pool_labels)) and bool(np.all(self.pool_labels >= 0))
-
-
-def read_texts(path: str | Path,
-               labels: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """Texts (and labels where given, else -1) of any data file bbx reads (``.txt``: a text
-    per line; CSV, TSV, JSONL); a label that names no class is an error."""
-    return _read_texts(path, tuple(labels) if labels is not None else None)
 
 
 def _subset(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:

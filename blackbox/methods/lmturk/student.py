@@ -170,7 +170,7 @@ def predict_rows(
 
     An input file with a label column (class names or indices) adds ``gold`` to each row.
     """
-    from blackbox.methods.lmturk.pool import read_texts
+    from blackbox.data.datasets import read_texts
 
     if (texts is None) == (input is None):
         raise BbxError("predict: give texts or an input file, exactly one of them")
