@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 TASKS = ["sst-2", "trec"]  # both held out of the zoo (blackbox/methods/merge/zoo.py)
 SEEDS = [42, 13, 87]
 # cheapest and most informative first: a grid cut short still has the comparisons that matter
-VARIANTS = ["base", "uniform", "best-single", "evo", "lorahub", "evo-no-sign",
-            "evo-no-denoise", "evo-no-scale", "ties", "dare"]
+VARIANTS = ["base", "uniform", "best-single", "evo", "lorahub", "ties", "dare",
+            "evo-no-sign", "evo-no-denoise", "evo-no-scale"]
 # variants that read no user data and draw no random numbers: run once per task
 DETERMINISTIC = {"ties"}
 

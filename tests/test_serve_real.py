@@ -125,3 +125,33 @@ def test_real_mixtures_in_one_batch_equal_separate_runs_and_peft(real_local, rea
             logits = peft_model(torch.tensor([engine._prompt_ids([p])[0]])).logits[0, -1]
         ref = torch.log_softmax(logits.float(), -1)
         assert row == pytest.approx([float(ref[i]) for i in ids], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_bbx_serve_answers_a_json_schema_request_with_a_matching_document() -> None:
+    # structured output on the real model, served as a user starts it
+    import json
+
+    openai = pytest.importorskip("openai")
+    schema = {"type": "object", "additionalProperties": False,
+              "required": ["sentiment", "confidence"],
+              "properties": {"sentiment": {"enum": ["positive", "negative"]},
+                             "confidence": {"type": "integer", "minimum": 0,
+                                            "maximum": 100}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "review", "schema": schema}}
+    messages = [{"role": "user", "content": "Classify the review as JSON: " + REVIEWS[0]}]
+    with cli_server() as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        model_id = client.models.list().data[0].id
+        res = client.chat.completions.create(model=model_id, messages=messages,
+                                             max_tokens=60, temperature=0,
+                                             response_format=fmt)
+        free = client.chat.completions.create(model=model_id, messages=messages,
+                                              max_tokens=60, temperature=0)
+    choice = res.choices[0]
+    assert choice.finish_reason == "stop"
+    doc = json.loads(choice.message.content)
+    assert set(doc) == {"sentiment", "confidence"}
+    assert doc["sentiment"] in ("positive", "negative")
+    assert isinstance(doc["confidence"], int) and 0 <= doc["confidence"] <= 100
+    assert free.choices[0].message.content != choice.message.content  # the grammar acted

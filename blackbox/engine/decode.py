@@ -48,7 +48,9 @@ class Row:
 
     ``limit`` is how many tokens it may generate (``max_tokens`` within the context);
     ``stream`` keeps ``text`` current after every token (else it is decoded at the end, or
-    whenever a ``stops`` string must be looked for). ``factors`` are its LoRA factors
+    whenever a ``stops`` string must be looked for). ``guide`` (a
+    :class:`~blackbox.engine.constrain.JsonGuide`) restricts each next token to those that
+    keep the text a valid JSON document. ``factors`` are its LoRA factors
     (``None``: the base model), ``adapter`` the spec they come from, ``index`` and ``tag``
     the owner's. ``finish`` is ``"stop"`` (EOS or a stop string), ``"length"``, or
     ``"cancelled"`` once it has left the batch without finishing.
@@ -61,6 +63,7 @@ class Row:
     generator: torch.Generator | None = None
     stops: list[str] = field(default_factory=list)
     stream: bool = False
+    guide: Any = None
     adapter: Any = None
     factors: Any = None
     index: int = 0
@@ -293,8 +296,16 @@ def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _pick(logits: torch.Tensor, rows: list[Row]) -> list[int]:
-    """Per row, the greedy argmax or a temperature / nucleus sample from its generator."""
+    """Per row, the greedy argmax or a temperature / nucleus sample from its generator
+    (among the tokens its guide allows, if it has one)."""
     logits = logits.float()
+    for i, r in enumerate(rows):
+        if r.guide is not None:
+            allowed = torch.tensor(r.guide.allowed(r.new), dtype=torch.long,
+                                   device=logits.device)
+            masked = torch.full_like(logits[i], float("-inf"))
+            masked[allowed] = logits[i, allowed]
+            logits[i] = masked
     out = logits.argmax(dim=-1).tolist()
     for i, r in enumerate(rows):
         if r.temperature == 0:

@@ -50,6 +50,8 @@ class Params:
     top_p: float
     seed: int
     stop: list[str] | None = None
+    # a validated chat response_format asking for JSON (None: free text)
+    response_format: dict[str, Any] | None = None
 
 
 class Generation:
@@ -111,6 +113,7 @@ class Generation:
 def local_generation(svc: Any, prompts: list[str], params: Params, n: int, adapter: Any,
                      stream: bool) -> Generation:
     """The request's rows on the decode scheduler (a 503 when its queue is full)."""
+    from blackbox.engine.constrain import JsonGuide, guide_schema
     from blackbox.engine.decode import new_row
     from blackbox.engine.scheduler import QueueFull
 
@@ -123,10 +126,17 @@ def local_generation(svc: Any, prompts: list[str], params: Params, n: int, adapt
             raise APIError(400, "an empty prompt cannot be completed: this tokenizer has no "
                            "BOS token", "prompt")
         for j in range(runs):
+            guide = None
+            constrained, schema = guide_schema(params.response_format)
+            if constrained:
+                try:
+                    guide = JsonGuide(svc.engine, schema, ids)
+                except BbxError as e:
+                    raise APIError(400, str(e), "response_format") from None
             rows.append(new_row(ids, p, params.max_tokens, svc.context_length,
                                 params.temperature, params.top_p, params.seed + j,
                                 params.stop or (), stream=stream, adapter=adapter,
-                                index=i * n + j))
+                                guide=guide, index=i * n + j))
     fan = n // runs
 
     def sink(row: Any, piece: str, error: BaseException | None) -> None:

@@ -259,7 +259,12 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         max_tokens = DEFAULT_CHAT_MAX_TOKENS if ctx is None else \
             min(DEFAULT_CHAT_MAX_TOKENS, ctx - prompt_tokens)
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    params = Params(max_tokens, req.temperature, req.top_p, svc.sample_seed(req.seed), stop)
+    fmt = req.response_format if (req.response_format or {}).get("type") != "text" else None
+    if fmt is not None and svc.decoder is None:
+        raise _unsupported("response_format", "structured output is enforced while decoding, "
+                           "which needs the local engine: serve a local model or leave it out")
+    params = Params(max_tokens, req.temperature, req.top_p, svc.sample_seed(req.seed), stop,
+                    fmt)
     rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     streaming = req.stream and not req.logprobs
     gen = svc.generation([prompt], params, req.n, adapter, stream=streaming)

@@ -6,9 +6,10 @@ provider-specific fields). Known fields are validated strictly, as OpenAI does: 
 numbers, out-of-range values and strings that are not valid Unicode are 400s.
 Fields OpenAI defines but bbx cannot honour are refused with a 400 (code
 ``unsupported_parameter``) rather than silently ignored: penalties, ``best_of`` other than
-``n``, ``suffix``, message ``name``, and structured output and tool calling
-(``response_format``, ``tools``, ``tool_choice``, ``functions``, ``function_call``), each
-unless its value is the no-op (``{"type": "text"}``, ``[]``, ``"none"``, 0).
+``n``, ``suffix``, message ``name``, and tool calling (``tools``, ``tool_choice``,
+``functions``, ``function_call``), each unless its value is the no-op (``[]``, ``"none"``,
+0). Chat's ``response_format`` asking for JSON is honoured on the local engine
+(:mod:`blackbox.engine.constrain`) and refused elsewhere.
 
 Each model's ``ALLOWED`` says what its fields may be, in the words a 400 uses ("max_tokens:
 must be an integer >= 0, or null, got \"2\""; see :mod:`blackbox.serve.validation`); keys
@@ -260,7 +261,9 @@ class ChatRequest(Sampling):
         "max_completion_tokens": "an integer >= 0, or null",
         "logprobs": "true or false",
         "top_logprobs": "an integer between 0 and 20, or null",
-        "response_format": '{"type": "text"}, or null (structured output is not supported)',
+        "response_format": '{"type": "text"}, {"type": "json_object"}, {"type": '
+                           '"json_schema", "json_schema": {"name": ..., "schema": {...}}}, '
+                           'or null',
         "tools": "an empty list, or null (tool calling is not supported)",
         "tool_choice": '"none", or null (tool calling is not supported)',
         "functions": "an empty list, or null (function calling is not supported)",
@@ -281,9 +284,18 @@ class ChatRequest(Sampling):
 
     @field_validator("response_format")
     @classmethod
-    def _no_structured_output(cls, v: Any) -> Any:
-        if v not in (None, {"type": "text"}):
-            raise unsupported("no structured output", 'leave it out or send {"type": "text"}')
+    def _structured_output(cls, v: Any) -> Any:
+        # the shapes are OpenAI's; JSON is enforced while decoding (blackbox.engine.constrain).
+        # A 400 here says what ALLOWED says, with the value sent.
+        if v is None:
+            return v
+        ok = isinstance(v, dict) and v.get("type") in ("text", "json_object", "json_schema")
+        if ok and v["type"] == "json_schema":
+            spec = v.get("json_schema")
+            ok = isinstance(spec, dict) and isinstance(spec.get("name"), str) \
+                and isinstance(spec.get("schema", {}), dict)
+        if not ok:
+            raise PydanticCustomError("invalid_value", "not a response format")
         return v
 
     @field_validator("tools", "functions")
