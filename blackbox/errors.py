@@ -22,6 +22,10 @@ class BudgetExceeded(BbxError):
     """
 
 
+class UnknownAdapter(BbxError):
+    """A request named an adapter the repository does not hold (a server answers 404)."""
+
+
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or a list of choices."""
     import difflib

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from blackbox.engine.loader import cpu_description
 from blackbox.errors import BbxError
+from blackbox.machine import cpu_description
 from blackbox.paths import portable, repo_root
 
 

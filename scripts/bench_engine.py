@@ -28,13 +28,9 @@ import transformers
 
 from blackbox.data import get_task, load_split
 from blackbox.data.tasks import render
-from blackbox.engine.loader import (
-    choose_placement,
-    cpu_bf16_units,
-    cpu_description,
-    load_model,
-)
+from blackbox.engine.loader import choose_placement, load_model
 from blackbox.engine.runtime import Engine
+from blackbox.machine import cpu_bf16_units, cpu_description
 
 WORDS = [" negative", " positive"]
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,7 @@ CPU; the defaults here are the scaled configuration stated in the report (see --
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,21 +46,6 @@ def scaled_config(args: argparse.Namespace) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _locked(path: str | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=TASKS)
@@ -91,31 +73,26 @@ def main() -> None:
     args = ap.parse_args()
 
     from blackbox.api import merge
-    from blackbox.runs import is_finished
+    from blackbox.grid import Cell, run_grid
 
     args.runs.mkdir(parents=True, exist_ok=True)
     cfg = scaled_config(args)
-    for seed in args.seeds:  # seed-major: every task gets a first seed before any second one
-        for task in args.tasks:
-            for variant in args.variants:
-                rd = args.runs / f"{task}-s{seed}-{variant}"
-                if is_finished(rd):
-                    continue
-                if variant in DETERMINISTIC and seed != args.seeds[0]:
-                    continue  # no user data, no randomness: the first seed's run stands for all
-                if args.stop_at and time.strftime("%H:%M", time.gmtime()) >= args.stop_at:
-                    print(f"stop-at {args.stop_at} reached; rerun to continue", flush=True)
-                    return
-                t0 = time.perf_counter()
-                print(f"== {task} seed {seed} {variant}", flush=True)
-                with _locked(args.lock):
-                    res = merge(task=task, variant=variant, seed=seed, run_dir=rd,
-                                progress=False, output_dir=str(args.runs), name=rd.name, **cfg)
-                s = res.summary
-                test = s.get("test") or {}
-                print(f"   test acc {test.get('accuracy')}  loss {test.get('loss')}  "
-                      f"queries {s['usage']['queries']}  {time.perf_counter() - t0:.0f}s",
-                      flush=True)
+
+    def cell(task: str, seed: int, variant: str) -> Cell:
+        def run(rd: Path) -> None:
+            s = merge(task=task, variant=variant, seed=seed, run_dir=rd, progress=False,
+                      output_dir=str(args.runs), name=rd.name, **cfg).summary
+            test = s.get("test") or {}
+            print(f"   test acc {test.get('accuracy')}  loss {test.get('loss')}  "
+                  f"queries {s['usage']['queries']}", flush=True)
+        return Cell(args.runs / f"{task}-s{seed}-{variant}", run)
+
+    # seed-major: every task gets a first seed before any second one; variants that read no
+    # user data and draw no random numbers run once per task (the first seed's stands for all)
+    cells = [cell(task, seed, variant) for seed in args.seeds for task in args.tasks
+             for variant in args.variants
+             if not (variant in DETERMINISTIC and seed != args.seeds[0])]
+    run_grid(cells, lock=args.lock, stop_at=args.stop_at, log=lambda m: print(m, flush=True))
 
 
 if __name__ == "__main__":

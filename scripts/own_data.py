@@ -70,8 +70,8 @@ def commands(files: dict[str, Path]) -> dict[str, list[str]]:
                    "negative?\nAnswer:", "--test-limit", str(LIMIT)],
         "distill": ["distill", *own, "--pool", str(files["pool"]), "--budget", "600",
                     "--eval-limit", str(LIMIT)],
-        # Evo-Merging over the leak-free zoo `bbx zoo build` makes (fp32: CMA-ES ranks small
-        # loss differences), 32 stratified user examples from train + dev
+        # Evo-Merging over the leak-free zoo `bbx zoo build` makes (the engine's default
+        # dtype, as a user runs it), 32 stratified user examples from train + dev
         "merge": ["merge", *own, "--user-examples", "32", "--stage1", "60", "--stage2", "120",
                   "--test-limit", str(LIMIT)],
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from blackbox.engine.batcher import Batcher, Job
+from blackbox.serve.batcher import Batcher, Job
 
 
 class SlowBackend:

@@ -142,15 +142,16 @@ def test_placement_overrides_and_errors() -> None:
 def test_auto_dtype_follows_the_cpus_native_bf16_units(monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 where the CPU has AMX or AVX-512 BF16 (there it is 2-7x the fp32 matmul rate),
     fp32 where bf16 would be emulated (~3x slower than fp32, e.g. Cascade Lake)."""
+    from blackbox import machine
     from blackbox.engine import loader
 
     def info(*flags: str) -> str:
         return f"processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {' '.join(flags)}\n"
 
-    assert loader.cpu_bf16_units(info("amx_tile", "amx_bf16", "avx512_bf16")) == "amx_bf16"
-    assert loader.cpu_bf16_units(info("avx512_bf16", "avx512_vnni")) == "avx512_bf16"
-    assert loader.cpu_bf16_units(info("avx512_vnni")) is None  # Cascade Lake
-    assert loader.cpu_bf16_units("no flags line here") is None
+    assert machine.cpu_bf16_units(info("amx_tile", "amx_bf16", "avx512_bf16")) == "amx_bf16"
+    assert machine.cpu_bf16_units(info("avx512_bf16", "avx512_vnni")) == "avx512_bf16"
+    assert machine.cpu_bf16_units(info("avx512_vnni")) is None  # Cascade Lake
+    assert machine.cpu_bf16_units("no flags line here") is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(loader, "cpu_bf16_units", lambda: "avx512_bf16")
     p = loader.choose_placement()

@@ -184,7 +184,7 @@ def test_a_search_killed_with_sigkill_resumes_and_pays_nothing_twice(tmp_path):
 
 def test_a_manifest_names_the_cpu_and_the_units_that_change_its_floats(tmp_path):
     """Runs compared across machines (a grid resumed elsewhere) must say where each ran."""
-    from blackbox.engine.loader import cpu_description
+    from blackbox.machine import cpu_description
     from blackbox.runs import RunDir
 
     info = "model name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"

@@ -23,15 +23,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from blackbox.errors import BbxError, did_you_mean
+from blackbox.errors import BbxError, UnknownAdapter, did_you_mean
 
 #: how many (adapter, alpha) pairs the repository remembers having seen once
 _SEEN_MAX = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class UnknownAdapter(BbxError):
-    """A request named an adapter the repository does not hold (the server answers 404)."""
 
 
 class _LRU(OrderedDict):

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from blackbox.errors import BbxError, did_you_mean
-from blackbox.recipes.schema import RecipeBase, recipe_model
+from blackbox.recipes.schema import RecipeBase
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -150,3 +150,18 @@ def load_recipe_data(path: str | Path, overrides: list[str] | None = None) -> di
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeBase:
     """Read, merge includes, apply ``--set`` overrides, validate."""
     return parse_recipe(load_recipe_data(path, overrides), source=f"recipe {path}")
+
+
+def recipe_model(method: Any) -> type[RecipeBase]:
+    """The recipe model of ``method`` (each method package exports ``Recipe``).
+
+    The ``method:`` key is the discriminator; dispatching on it here, rather than through one
+    big pydantic union, keeps each method's schema in its own folder and its errors short.
+    """
+    from blackbox.methods import METHODS
+
+    if not isinstance(method, str):
+        raise BbxError("recipe needs a 'method:' key (one of: " + ", ".join(METHODS.names()) + ")")
+    if method not in METHODS:
+        raise BbxError(f"unknown method '{method}'{did_you_mean(method, METHODS.names())}")
+    return METHODS.get(method).Recipe

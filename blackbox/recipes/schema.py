@@ -7,12 +7,12 @@ A recipe is data: no code runs from YAML. Each method package defines its own mo
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from blackbox.data.tasks import TASKS, Task
-from blackbox.errors import BbxError, did_you_mean
+from blackbox.errors import did_you_mean
 
 
 class Strict(BaseModel):
@@ -193,18 +193,3 @@ class RecipeBase(Strict):
     @property
     def task_name(self) -> str:
         return self.task.name if isinstance(self.task, TaskSpec) else self.task
-
-
-def recipe_model(method: Any) -> type[RecipeBase]:
-    """The recipe model of ``method`` (each method package exports ``Recipe``).
-
-    The ``method:`` key is the discriminator; dispatching on it here, rather than through one
-    big pydantic union, keeps each method's schema in its own folder and its errors short.
-    """
-    from blackbox.methods import METHODS
-
-    if not isinstance(method, str):
-        raise BbxError("recipe needs a 'method:' key (one of: " + ", ".join(METHODS.names()) + ")")
-    if method not in METHODS:
-        raise BbxError(f"unknown method '{method}'{did_you_mean(method, METHODS.names())}")
-    return METHODS.get(method).Recipe

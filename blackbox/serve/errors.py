@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from blackbox.errors import BbxError
+from blackbox.errors import BbxError, UnknownAdapter
 
 log = logging.getLogger("blackbox.serve")
 
@@ -58,8 +58,6 @@ def _printable(text: str | None) -> str | None:
 
 def from_bbx_error(e: BbxError, param: str | None = None) -> APIError:
     """Map a library error to a status: unknown adapters are 404, the rest 400."""
-    from blackbox.engine.adapters import UnknownAdapter
-
     msg = str(e)
     if isinstance(e, UnknownAdapter):
         return APIError(404, msg, "adapter", "adapter_not_found")

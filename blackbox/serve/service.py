@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from blackbox.backends.base import Adapter, normalize_adapter
-from blackbox.engine.batcher import Batcher, Job
 from blackbox.errors import BbxError
+from blackbox.serve.batcher import Batcher, Job
 from blackbox.serve.errors import APIError, from_bbx_error
 from blackbox.serve.generation import Generation, Params, batcher_generation, local_generation
 
