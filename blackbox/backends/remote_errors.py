@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from blackbox.backends.remote import RemoteBackend
 
 REFUSED = (400, 404, 405, 422, 501)  # a route that refuses a request or a model
+
+
+class UnknownModel(BbxError):
+    """The server does not serve the model asked for (a 404 on a model it does not list):
+    not a sign of a chat model, so route detection passes it on."""
+
+
 _CAP = re.compile(r"(?:max(?:imum)?|at most|<=|less than or equal to|up to|limit)"
                   r"\D{0,24}?(\d+)", re.IGNORECASE)
 
@@ -57,8 +64,9 @@ def explain(b: RemoteBackend, ep: Endpoint, e: Exception, tried: int = 1) -> Bbx
         listed = _listed(b, ep)
         if listed is not None and b.model is not None and b.model not in listed:
             shown = ", ".join(listed[:8]) + (", ..." if len(listed) > 8 else "")
-            return BbxError(f"{where} does not serve model '{b.model}' (it lists: "
-                            f"{shown or 'none'}): give --model (backend.model) one of them")
+            return UnknownModel(f"{where} does not serve model '{b.model}' (it lists: "
+                                f"{shown or 'none'}): give --model (backend.model) one of "
+                                "them")
     if status in REFUSED:
         sent = _sent(e)
         k = sent.get("top_logprobs") if sent.get("logprobs") is True else sent.get("logprobs")
@@ -67,10 +75,10 @@ def explain(b: RemoteBackend, ep: Endpoint, e: Exception, tried: int = 1) -> Bbx
         # a cap: the message is about log-probs and names a smaller maximum, or our number
         if isinstance(k, int) and not isinstance(k, bool) and "logprob" in msg.lower() and (
                 (most is not None and most < k) or re.search(rf"\b{k}\b", msg)):
-            fix = (f"--set backend.top_logprobs={most}" if most is not None and most < k
-                   else "a smaller backend.top_logprobs")
-            return BbxError(f"{where} refuses top_logprobs={k} ({msg}): its cap is lower; "
-                            f"use {fix}")
+            n = most if most is not None and most < k else "a smaller number"
+            return BbxError(f"{where} refuses top_logprobs={k} ({msg}): set the recipe's "
+                            f"backend.top_logprobs to {n} (bbx run RECIPE --set "
+                            f"backend.top_logprobs={most if isinstance(n, int) else 'N'})")
         decided = str((b._info or {}).get("api_decided", ""))
         if path.endswith("/chat/completions") and decided.startswith("auto: /v1/completions "
                                                                         "refused"):
