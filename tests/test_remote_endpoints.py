@@ -214,3 +214,42 @@ def test_base_url_lists_in_recipes_and_on_the_command_line() -> None:
     assert backend_config("remote", base_url=["http://a/v1"])["base_url"] == "http://a/v1"
     assert backend_config("remote", base_url=["http://a/v1,http://b/v1", "http://c/v1"])[
         "base_url"] == ["http://a/v1", "http://b/v1", "http://c/v1"]
+
+
+def test_a_call_fails_only_when_every_endpoint_failed_it() -> None:
+    servers = [LoopbackServer(FakeOpenAI(SeededLogits()).app(), kill_after=k) for k in (4, 6)]
+    bases = [s.__enter__() for s in servers]
+    try:
+        r = _remote(bases, max_concurrency=2, max_retries=1, timeout=5.0)
+        _ = r.capabilities
+        with pytest.raises(BbxError, match=r"^all 2 endpoints failed the call; the last, "
+                                           r"cannot reach http://127\.0\.0\.1:\d+/v1 ") as e:
+            r.label_logprobs(PROMPTS[:20], WORDS)
+        assert "start the server" in str(e.value) and "\n" not in str(e.value)
+        r.close()
+    finally:
+        for s in servers:
+            s.__exit__(None, None, None)
+
+
+def test_bbx_eval_over_two_endpoints(tmp_path: Path, capsys, monkeypatch) -> None:
+    from test_remote_errors import cli
+
+    monkeypatch.setenv("BBX_CACHE_DIR", str(tmp_path / "cache"))
+    servers = [LoopbackServer(FakeOpenAI(SeededLogits()).app()) for _ in range(2)]
+    a, b = (s.__enter__() for s in servers)
+    try:
+        code, out, err = cli(capsys, monkeypatch, "eval", "--task", "sst-2", "--limit", "12",
+                             "--backend", "remote", "--base-url", a, "--base-url", b,
+                             "--api-key-env", "BBX_TEST_NO_SUCH_KEY", "--no-progress",
+                             "--json", "--output-dir", str(tmp_path / "runs"))
+    finally:
+        for s in servers:
+            s.__exit__(None, None, None)
+    assert code == 0, err
+    summary = json.loads(out)
+    manifest = json.loads((Path(summary["run_dir"]) / "manifest.json").read_text())
+    assert manifest["backend"]["fingerprint"] == "remote:endpoints:fake-chat:topk"
+    assert manifest["backend"]["capabilities"]["extra"]["base_url"] == [a, b]
+    served = [s.counts.by_path.get("/v1/completions", 0) for s in servers]
+    assert summary["usage"]["queries"] == 12 and min(served) > 0 and sum(served) == 12 + 1

@@ -213,10 +213,10 @@ class EndpointPool:
         gets ``ep``'s index). ``retry_elsewhere``: the failure was the endpoint's
         (connection, timeout, 5xx, 429), not the request's."""
         lease = self.current()
-        if not retry_elsewhere or lease is None or not lease.can_fail_over:
+        if not retry_elsewhere or lease is None:
             return False
-        tried.append(self.endpoints.index(ep))
-        return len(tried) < len(self.endpoints)
+        tried.append(self.endpoints.index(ep))  # counted even when none is left to try
+        return lease.can_fail_over and len(tried) < len(self.endpoints)
 
     def stats(self) -> list[dict[str, Any]]:
         with self._cond:

@@ -53,7 +53,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
@@ -177,6 +177,12 @@ class RemoteBackend:
         it, if any; other errors, and the last failure, become one-line BbxErrors."""
         import openai
 
+        held = self.endpoints.current()
+        if held is not None:  # inside another call (or a pinned one): its endpoint, no fail-over
+            try:
+                return fn()
+            except (openai.APIStatusError, openai.APIConnectionError) as e:
+                raise explain(self, held.endpoint, e) from e
         tried: list[int] = []
         while True:
             with self.endpoints.lease(exclude=tried) as ep:
@@ -335,7 +341,17 @@ class RemoteBackend:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.endpoints.bound,
                                                 thread_name_prefix="bbx-remote")
-        return list(self._pool.map(fn, items))
+            pool = self._pool
+        futures = [pool.submit(fn, x) for x in items]
+        # the first failure ends the map at once: what is still queued is cancelled rather
+        # than waited for behind the failing calls (each would retry on the same dead server)
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                for g in futures:
+                    g.cancel()
+                raise f.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
 
     def _chunks(self, items: Sequence[Any]) -> list[list[Any]]:
         return [list(items[i:i + self.batch_size]) for i in range(0, len(items),
