@@ -123,7 +123,7 @@ class RemoteBackendConfig(Strict):
     base_url: str | list[str] | None = None
     api_key_env: str = "OPENAI_API_KEY"
     model: str | None = None  # default: the server's first model
-    max_concurrency: int = Field(8, ge=1, le=256)
+    max_concurrency: int = Field(8, ge=1, le=256)  # per endpoint (halved on 429s)
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     api: Literal["auto", "chat", "completions"] = "auto"
