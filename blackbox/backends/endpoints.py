@@ -24,6 +24,9 @@ endpoints, a refused connection is not retried on the same endpoint at all: the 
 raises an ``openai`` error, which the SDK passes on without retrying. A single endpoint is
 never taken out (there is nowhere else to go): its SDK retries are the whole story.
 
+At the start every endpoint is asked what it serves (``RemoteBackend`` checks that all
+list the model); one that cannot be reached then is an error, before anything is paid for.
+
 Nothing here writes the ledger: a call answered after retries or after a fail-over is still
 one call to :mod:`blackbox.backends.metered`, which writes one row per logical item.
 """
