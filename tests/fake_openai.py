@@ -3,11 +3,14 @@
 vocabulary, answered in the legacy or the chat log-prob shape on either route, with the
 knobs real servers differ in (a completions route that refuses chat models, log-probs
 after or before ``logit_bias``, no log-probs at all, ``n`` or not, a tokenize route or
-not). Every request is recorded, so tests can check what was sent.
+not) and the ways a user's input goes wrong (a key the server refuses, a model it does not
+serve, a model neither route takes, a cap on ``top_logprobs``). Every request is recorded,
+so tests can check what was sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +41,11 @@ class FakeOpenAI:
     tokenize: bool = True
     n_supported: bool = True
     replies: dict[str, list[str]] = field(default_factory=dict)  # prompt -> generated texts
+    model_id: str = "fake-chat"  # the one model served (others: 404, as OpenAI answers)
+    api_key: str | None = None  # set: any other bearer key is answered 401
+    max_logprobs: int | None = None  # set: more top log-probs asked is a 400 (vLLM's words)
+    refuse_chat: bool = False  # the chat route refuses the model too (an embedding model)
+    delay_s: float = 0.0  # every generation request waits this long (no compute)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def dist(self, prompt: str, bias: dict[str, float] | None) -> tuple[list[float],
@@ -81,15 +89,36 @@ class FakeOpenAI:
             return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
                                            "param": None, "code": None}}, status_code=status)
 
+        def refused(request: Request, body: dict[str, Any], k: Any) -> JSONResponse | None:
+            """The input errors, in the order servers check them."""
+            if self.api_key is not None and request.headers.get("authorization") != \
+                    f"Bearer {self.api_key}":
+                return error(401, "Incorrect API key provided.")
+            if body.get("model") != self.model_id:
+                return error(404, f"The model `{body.get('model')}` does not exist.")
+            if self.max_logprobs is not None and isinstance(k, int) and k > self.max_logprobs:
+                return error(400, f"Requested sample logprobs of {k}, which is greater than "
+                             f"max allowed: {self.max_logprobs}")
+            return None
+
         @app.get("/v1/models")
-        async def models() -> dict[str, Any]:
-            return {"object": "list", "data": [{"id": "fake-chat", "object": "model",
+        async def models(request: Request) -> Any:
+            if self.api_key is not None and request.headers.get("authorization") != \
+                    f"Bearer {self.api_key}":
+                return error(401, "Incorrect API key provided.")
+            return {"object": "list", "data": [{"id": self.model_id, "object": "model",
                                                 "created": 0, "owned_by": "tests"}]}
 
         @app.post("/v1/completions")
         async def completions(request: Request) -> Any:
             body = await request.json()
             self.requests.append(("completions", body))
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if (bad := refused(request, body, body.get("logprobs"))) is not None:
+                return bad
+            if self.refuse_chat:
+                return error(400, "This model does not support the Completions API.")
             if self.refuse_completions:
                 return error(404, "This is a chat model and not supported in the "
                              "v1/completions endpoint. Did you mean to use v1/chat/completions?")
@@ -104,7 +133,13 @@ class FakeOpenAI:
         async def chat(request: Request) -> Any:
             body = await request.json()
             self.requests.append(("chat", body))
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
             k = body.get("top_logprobs") if body.get("logprobs") else None
+            if (bad := refused(request, body, k)) is not None:
+                return bad
+            if self.refuse_chat:
+                return error(400, "This model does not support the Chat Completions API.")
             prompt = body["messages"][-1]["content"]
             choices = [{"index": j, "message": {"role": "assistant", "content": t},
                         "logprobs": lp, "finish_reason": "length"}
@@ -135,3 +170,15 @@ def greedy_ids(text: str) -> list[int]:
         ids.append(best)
         at += len(VOCAB[best])
     return ids
+
+
+class SeededLogits(dict):
+    """Logits for any prompt, drawn from its digest: a fake whose answers differ by prompt
+    (so an evaluation's accuracy means something) and never by server or by run."""
+
+    def get(self, prompt: str, default: Any = None) -> list[float]:  # type: ignore[override]
+        import hashlib
+        import random
+
+        rng = random.Random(hashlib.sha256(prompt.encode()).digest())
+        return [rng.gauss(0.0, 2.0) for _ in VOCAB]

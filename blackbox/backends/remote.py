@@ -36,9 +36,13 @@ The ``generate`` mode (``capabilities.label_logprobs == "generate"``), for serve
 no log-probs at all: label scores read from generated answers (one-hot, or the frequencies
 of ``samples`` replies): :mod:`blackbox.backends.remote_generate`.
 
-Retries live in the SDK only (``max_retries``, honouring ``retry-after``); requests run on at
-most ``max_concurrency`` threads; every request has a ``timeout``. Failures after the
-retries are :class:`~blackbox.errors.BbxError` with the server's message.
+Retries live in the SDK only (``max_retries``, honouring ``retry-after``); every request has
+a ``timeout``. ``base_url`` may list several endpoints of one model (checked at the start
+against each one's ``/v1/models``): each has its own ``max_concurrency`` bound, halved on
+429s and regrown as it answers, calls go to the least busy one, and one that fails is taken
+out for a while (:mod:`blackbox.backends.endpoints`). Failures after the retries are
+one-line :class:`~blackbox.errors.BbxError` s naming the fix
+(:mod:`blackbox.backends.remote_errors`).
 """
 
 from __future__ import annotations
@@ -49,11 +53,14 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
+from blackbox.backends.endpoints import EndpointPool, observed_http_client, split_urls
 from blackbox.backends.remote_api import check_modes, decide_api
+from blackbox.backends.remote_errors import _message as _message  # re-exported
+from blackbox.backends.remote_errors import explain
 from blackbox.backends.remote_generate import generated_row
 from blackbox.backends.remote_topk import BIAS, first_token_id, topk_row
 from blackbox.backends.shapes import NextToken, next_token
@@ -70,7 +77,9 @@ APIS = ("auto", "chat", "completions")
 class RemoteBackend:
     """An OpenAI-compatible server behind the Backend verbs (see module docs).
 
-    ``base_url`` defaults to ``$OPENAI_BASE_URL`` (else OpenAI's); the key is read from the
+    ``base_url`` defaults to ``$OPENAI_BASE_URL`` (else OpenAI's); a list (or a string with
+    commas) is several endpoints of one model, each with its own ``max_concurrency``
+    bound. The key is read from the
     environment variable NAMED by ``api_key_env`` (a self-hosted server with no key gets a
     placeholder). ``model`` defaults to the server's first model. ``api``: ``auto``, ``chat``
     or ``completions``; ``system``: a system message before every chat prompt (chat only).
@@ -83,7 +92,7 @@ class RemoteBackend:
 
     def __init__(
         self,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         model: str | None = None,
         max_concurrency: int = 8,
@@ -105,8 +114,9 @@ class RemoteBackend:
                            + ", ".join(LABEL_MODES))
         if api not in APIS:
             raise BbxError(f"unknown api '{api}': use auto, chat or completions")
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/") \
-            or None
+        urls = split_urls(base_url) or split_urls(os.environ.get("OPENAI_BASE_URL"))
+        self.base_urls: list[str] = urls
+        self.base_url: str | None = urls[0] if urls else None  # the first (or only) one
         self.api_key_env = api_key_env
         key = os.environ.get(api_key_env)
         if not key:
@@ -132,76 +142,111 @@ class RemoteBackend:
         self.bias_note: str | None = None  # why logit_bias is not used, once we know
         self.tokenize_route: str | None = ""  # "": not probed yet; None: the server has none
         self._http_client = http_client
-        self._client: Any = None
+        # http_client (tests, proxies): used as given, one endpoint, attempts not observed
+        if http_client is not None and len(urls) > 1:
+            raise BbxError("http_client serves one endpoint: give one base_url with it")
+        self.endpoints = EndpointPool(urls or [None], self.max_concurrency, self._new_client)
         self._pool: ThreadPoolExecutor | None = None
         self._info: dict[str, Any] | None = None
         self._token_ids: dict[str, int | None] = {}
         self._lock = threading.Lock()
+        self._info_lock = threading.Lock()
 
     # ---- client and detection -----------------------------------------------------------
 
-    @property
-    def client(self) -> Any:
-        """The ``openai.OpenAI`` client (made on first use)."""
-        with self._lock:
-            if self._client is None:
-                import openai
-
-                self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key,
-                                             timeout=self.timeout, max_retries=self.max_retries,
-                                             http_client=self._http_client)
-            return self._client
-
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        """Run one SDK call (retries inside the SDK); errors become one-line BbxErrors."""
+    def _new_client(self, ep: Any) -> Any:
+        """The ``openai.OpenAI`` client of one endpoint; its attempts report to the pool."""
         import openai
 
-        try:
-            return fn()
-        except openai.AuthenticationError as e:
-            raise BbxError(f"{self._where()} refused the API key: set ${self.api_key_env} "
-                           "to a valid key") from e
-        except openai.APIStatusError as e:
-            raise BbxError(f"{self._where()} answered {e.status_code}: {_message(e)}") from e
-        except openai.APITimeoutError as e:
-            raise BbxError(f"{self._where()} timed out after {self.max_retries} retries "
-                           f"(timeout {self.timeout} s)") from e
-        except openai.APIConnectionError as e:
-            raise BbxError(f"cannot reach {self._where()}: {e}") from e
+        http = self._http_client or observed_http_client(self.endpoints, ep)
+        return openai.OpenAI(base_url=ep.url, api_key=self._key, timeout=self.timeout,
+                             max_retries=self.max_retries, http_client=http)
+
+    @property
+    def client(self) -> Any:
+        """The ``openai.OpenAI`` client of the endpoint the current call holds (inside
+        :meth:`_call`), else of the first endpoint that is up."""
+        lease = self.endpoints.current()
+        ep = lease.endpoint if lease is not None else self.endpoints.default()
+        return self.endpoints.client_of(ep)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run one SDK call on a leased endpoint (``self.client`` inside ``fn`` is its
+        client). Retries happen inside the SDK; a call the endpoint failed (connection,
+        timeout, 5xx, 429 after the retries) goes to another endpoint that has not failed
+        it, if any; other errors, and the last failure, become one-line BbxErrors."""
+        import openai
+
+        held = self.endpoints.current()
+        if held is not None:  # inside another call (or a pinned one): its endpoint, no fail-over
+            try:
+                return fn()
+            except (openai.APIStatusError, openai.APIConnectionError) as e:
+                raise explain(self, held.endpoint, e) from e
+        tried: list[int] = []
+        while True:
+            with self.endpoints.lease(exclude=tried) as ep:
+                try:
+                    res = fn()
+                except (openai.APIStatusError, openai.APIConnectionError) as e:
+                    elsewhere = isinstance(e, openai.APIConnectionError) or \
+                        e.status_code == 429 or e.status_code >= 500
+                    if not self.endpoints.fail_over(ep, elsewhere, tried):
+                        raise explain(self, ep, e, len(tried)) from e
+                    continue
+                self.endpoints.answered(ep)
+                return res
 
     def _where(self) -> str:
-        return self.base_url or "the OpenAI API"
+        lease = self.endpoints.current()
+        url = lease.endpoint.url if lease is not None else self.base_url
+        return url or "the OpenAI API"
 
     @property
     def info(self) -> dict[str, Any]:
         """What the server is: the bbx ``/v1/bbx`` answer (or ``{"bbx": False}``), plus the
         route in use (``api``) and how it was decided (``api_decided``)."""
         if self._info is None:
-            import openai
-
-            try:
-                answer = self._call(lambda: self.client.get("/bbx", cast_to=object))
-            except BbxError as e:
-                # an unknown route is "no extensions"; a bad key or a dead server is an error
-                status = getattr(e.__cause__, "status_code", None)
-                if isinstance(e.__cause__, openai.AuthenticationError) or status not in (
-                        400, 404, 405, 422, 501):
-                    raise
-                answer = None
-            if isinstance(answer, dict) and answer.get("object") == "bbx.server":
-                info = {**answer, "bbx": True}
-            else:
-                info = {"bbx": False}
-            if self.model is None:
-                models = self._call(lambda: self.client.models.list())
-                ids = [m.id for m in models.data]
-                if not ids:
-                    raise BbxError(f"{self._where()} lists no models: give model=")
-                self.model = info.get("model") if info.get("model") in ids else ids[0]
-            info["api"], info["api_decided"] = decide_api(self, info["bbx"])
-            check_modes(self, info)
-            self._info = info
+            with self._info_lock:  # verbs on several threads at once: detect only once
+                if self._info is None:
+                    self._info = self._detect()
         return self._info
+
+    def _detect(self) -> dict[str, Any]:
+        """Ask every endpoint what it is (several must agree on the model and, for bbx
+        servers, on the server fingerprint: :func:`check_same_model`), then decide the
+        route."""
+        eps = self.endpoints.endpoints
+        infos, listed = [], []
+        for ep in eps:
+            with self.endpoints.lease(pin=ep):
+                infos.append(self._server_info())
+                if self.model is None or len(eps) > 1:
+                    listed.append([m.id for m in self._call(
+                        lambda: self.client.models.list()).data])
+        info = infos[0]
+        if listed:
+            self.model = check_same_model([e.url for e in eps], infos, listed, self.model)
+        info["api"], info["api_decided"] = decide_api(self, info["bbx"])
+        check_modes(self, info)
+        return info
+
+    def _server_info(self) -> dict[str, Any]:
+        """The bbx ``/v1/bbx`` answer of the endpoint the call holds, or ``{"bbx": False}``."""
+        import openai
+
+        try:
+            answer = self._call(lambda: self.client.get("/bbx", cast_to=object))
+        except BbxError as e:
+            # an unknown route is "no extensions"; a bad key or a dead server is an error
+            status = getattr(e.__cause__, "status_code", None)
+            if isinstance(e.__cause__, openai.AuthenticationError) or status not in (
+                    400, 404, 405, 422, 501):
+                raise
+            answer = None
+        if isinstance(answer, dict) and answer.get("object") == "bbx.server":
+            return {**answer, "bbx": True}
+        return {"bbx": False}
 
     @property
     def api_in_use(self) -> str:
@@ -228,7 +273,8 @@ class RemoteBackend:
         info = self.info
         bbx, chat, mode = info["bbx"], info["api"] == "chat", self.label_mode
         extra: dict[str, Any] = {
-            "base_url": self.base_url, "model": self.model, "label_mode": mode,
+            "base_url": self.base_url if len(self.base_urls) <= 1 else list(self.base_urls),
+            "model": self.model, "label_mode": mode,
             "bbx_server": bbx, "api": info["api"], "api_decided": info["api_decided"]}
         if chat:
             extra["system"] = self.system
@@ -252,9 +298,12 @@ class RemoteBackend:
     @property
     def fingerprint(self) -> str:
         """``remote:<url>:<model>[:chat]:<label mode>[:system=<digest>][:<bbx fingerprint>]``
-        (completions fingerprints are those of earlier versions: their caches stay valid)."""
+        (completions fingerprints are those of earlier versions: their caches stay valid).
+        Several endpoints serve one model, so ``<url>`` is then ``endpoints``: the cache is
+        the model's, shared by any list of its endpoints (in any order)."""
         info = self.info
-        parts = ["remote", self.base_url or "openai", str(self.model)]
+        where = "endpoints" if len(self.base_urls) > 1 else self.base_url or "openai"
+        parts = ["remote", where, str(self.model)]
         mode = self.label_mode
         if info["api"] == "chat":
             parts += ["chat", f"topk{self.k}" if mode == "topk" else self._mode_key()]
@@ -284,14 +333,25 @@ class RemoteBackend:
         return {"adapter": spec}
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        """``fn`` over items on at most ``max_concurrency`` threads, results in order."""
+        """``fn`` over items on one thread per request slot (``max_concurrency`` per
+        endpoint; the pool's adaptive limits decide how many are in flight), in order."""
         if len(items) <= 1:
             return [fn(x) for x in items]
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_concurrency,
+                self._pool = ThreadPoolExecutor(self.endpoints.bound,
                                                 thread_name_prefix="bbx-remote")
-        return list(self._pool.map(fn, items))
+            pool = self._pool
+        futures = [pool.submit(fn, x) for x in items]
+        # the first failure ends the map at once: what is still queued is cancelled rather
+        # than waited for behind the failing calls (each would retry on the same dead server)
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                for g in futures:
+                    g.cancel()
+                raise f.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
 
     def _chunks(self, items: Sequence[Any]) -> list[list[Any]]:
         return [list(items[i:i + self.batch_size]) for i in range(0, len(items),
@@ -480,9 +540,10 @@ class RemoteBackend:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            for ep in self.endpoints.endpoints:
+                if ep.client is not None:
+                    ep.client.close()
+                    ep.client = None
 
     # ---- fallbacks ----------------------------------------------------------------------
 
@@ -506,10 +567,24 @@ class RemoteBackend:
         return self._map(one, pairs)
 
 
-def _message(e: Any) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    return str(getattr(e, "message", e)).splitlines()[0]
+def check_same_model(urls: list[str | None], infos: list[dict[str, Any]],
+                     listed: list[list[str]], model: str | None) -> str:
+    """The model every endpoint serves: ``model``, or the first endpoint's (its bbx model,
+    else the first it lists); a one-line error when an endpoint lists none, lacks it, or
+    is another bbx server (other weights or adapters: another ``fingerprint``)."""
+    where = [u or "the OpenAI API" for u in urls]
+    if not listed[0]:
+        raise BbxError(f"{where[0]} lists no models: give model=")
+    if model is None:
+        model = infos[0].get("model") if infos[0].get("model") in listed[0] else listed[0][0]
+    for url, ids in zip(where, listed, strict=True):
+        if model not in ids:
+            several = f" (one of {len(urls)} endpoints)" if len(urls) > 1 else ""
+            raise BbxError(f"{url}{several} does not serve model '{model}' (it lists: "
+                           f"{', '.join(ids[:8]) or 'none'}): list endpoints of one model "
+                           "in base_url, or give model= one they all serve")
+    prints = {str(i.get("fingerprint")) for i in infos}
+    if len(prints) > 1:
+        raise BbxError(f"the endpoints are different servers of '{model}' (bbx fingerprints "
+                       f"{', '.join(sorted(prints))}): list endpoints of one model in base_url")
+    return model

@@ -9,7 +9,8 @@ server keeps completions (its extensions are there); elsewhere one probe asks th
 completions route for one token (``prompt="Hi", max_tokens=1``), and a model it refuses
 (400, 404, 405 or 501, or another client error that names chat, as OpenAI's "This is a
 chat model and not supported in the v1/completions endpoint") is a chat model. A bad key,
-rate limits and server errors are errors, not a decision. The choice and its reason are
+rate limits, server errors and a model the server does not list (404) are errors, not a
+decision. The choice and its reason are
 ``capabilities.extra["api"]`` and ``["api_decided"]``; the fingerprint names chat.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from blackbox.backends.remote_errors import UnknownModel
 from blackbox.errors import BbxError
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ def _probe(b: RemoteBackend) -> tuple[str, str]:
     try:
         b._call(lambda: b.client.completions.create(model=b.model, prompt="Hi", max_tokens=1,
                                                     temperature=0))
+    except UnknownModel:
+        raise  # a model the server does not serve is an error, not a chat model
     except BbxError as e:
         status = getattr(e.__cause__, "status_code", None)
         names_chat = "chat" in str(e).lower() and status is not None and status < 500 \

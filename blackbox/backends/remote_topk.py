@@ -102,17 +102,21 @@ def tokenize(b: RemoteBackend, text: str) -> list[int] | None:
     when it has none (remembered: later words skip the probe)."""
     import openai
 
-    root = (b.base_url or "").removesuffix("/v1")
     if b.tokenize_route is None:
         return None
-    routes = [b.tokenize_route] if b.tokenize_route else [f"{root}/tokenize",
-                                                          f"{root}/extras/tokenize"]
+    # routes are kept relative to the server root, and asked of an endpoint that is up
+    # (with several endpoints the first may be out)
+    client = b.client
+    root = str(client.base_url).rstrip("/").removesuffix("/v1")
+    routes = [b.tokenize_route] if b.tokenize_route else ["/tokenize", "/extras/tokenize"]
     for route in routes:
         body = {"model": b.model, "prompt": text, "add_special_tokens": False} \
             if "/extras/" not in route else {"input": text, "add_special_tokens": False}
         try:
-            res = b.client.post(route, body=body, cast_to=object)
-        except (openai.APIStatusError, openai.APIConnectionError):
+            res = client.post(root + route, body=body, cast_to=object)
+        except openai.APIConnectionError:
+            return None  # the endpoint is down, not routeless: ask again next time
+        except openai.APIStatusError:
             continue
         tokens = res.get("tokens") if isinstance(res, dict) else None
         if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):

@@ -107,8 +107,9 @@ TaskSpecOpt = Annotated[Path | None, typer.Option(
                         "templates); the options above override its keys.")]
 AllowOverlapOpt = Annotated[bool, typer.Option(
     help="Run even if train/dev texts are also test texts (the summary lists the overlap).")]
-BaseUrlOpt = Annotated[str | None, typer.Option(
-    help="Remote backend: the server's URL (default $OPENAI_BASE_URL).")]
+BaseUrlOpt = Annotated[list[str] | None, typer.Option(
+    help="Remote backend: the server's URL (default $OPENAI_BASE_URL); repeat it, or give "
+    "commas, for several endpoints of one model.")]
 ApiKeyEnvOpt = Annotated[str, typer.Option(
     help="Remote backend: NAME of the env var holding the key.")]
 ApiOpt = Annotated[str, typer.Option(
@@ -158,16 +159,28 @@ def task_option(task: str, train: Path | None = None, dev: Path | None = None,
     return spec
 
 
-def backend_config(backend: str, model: str = "default", base_url: str | None = None,
+def backend_config(backend: str, model: str = "default",
+                   base_url: str | list[str] | None = None,
                    api_key_env: str = "OPENAI_API_KEY", api: str = "auto") -> dict[str, Any]:
     """The recipe's ``backend:`` from the command's options (``api``: remote only)."""
     cfg: dict[str, Any] = {"kind": backend}
     if backend == "local":
         cfg["model"] = model
     elif backend == "remote":
-        cfg.update(base_url=base_url, api_key_env=api_key_env,
+        cfg.update(base_url=base_urls(base_url), api_key_env=api_key_env,
                    model=None if model == "default" else model, api=api)
     return cfg
+
+
+def base_urls(given: str | list[str] | None) -> str | list[str] | None:
+    """``--base-url`` as the recipe's ``base_url``: one URL as a string, several (repeated,
+    or with commas) as a list."""
+    if not given:
+        return None
+    from blackbox.backends.endpoints import split_urls
+
+    urls = split_urls(given)
+    return urls[0] if len(urls) == 1 else urls or None
 
 
 def render_task_check(info: dict[str, Any]) -> None:

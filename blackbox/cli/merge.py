@@ -10,6 +10,7 @@ import typer
 from blackbox.cli.common import (
     AllowOverlapOpt,
     ApiOpt,
+    BaseUrlOpt,
     DevOpt,
     LabelsOpt,
     LabelWordsOpt,
@@ -17,6 +18,7 @@ from blackbox.cli.common import (
     TaskSpecOpt,
     TestOpt,
     TrainOpt,
+    base_urls,
     console,
     emit,
     task_option,
@@ -127,8 +129,7 @@ def register(app: typer.Typer) -> None:
         adapters_dir: Annotated[Path | None, typer.Option(
             "--adapters", help="Local backend: the adapter folder (default: the built zoo).")]
         = None,
-        base_url: Annotated[str | None, typer.Option(
-            help="Remote backend: the server's URL (default $OPENAI_BASE_URL).")] = None,
+        base_url: BaseUrlOpt = None,
         api_key_env: Annotated[str, typer.Option(
             help="Remote backend: NAME of the env var holding the key.")] = "OPENAI_API_KEY",
         api: ApiOpt = "auto",
@@ -150,7 +151,7 @@ def register(app: typer.Typer) -> None:
         if backend == "local":
             cfg.update(model=model, adapters=str(adapters_dir) if adapters_dir else "zoo")
         elif backend == "remote":
-            cfg.update(base_url=base_url, api_key_env=api_key_env, api=api)
+            cfg.update(base_url=base_urls(base_url), api_key_env=api_key_env, api=api)
         stage = {"optimizer": optimizer, "popsize": popsize}
         result = merge(task=task_option(task, train, dev, test, labels, label_words, task_spec,
                                         template),

@@ -119,10 +119,11 @@ class RemoteBackendConfig(Strict):
     """
 
     kind: Literal["remote"] = "remote"
-    base_url: str | None = None  # default: $OPENAI_BASE_URL, else OpenAI's
+    # default: $OPENAI_BASE_URL, else OpenAI's; a list (or commas): endpoints of one model
+    base_url: str | list[str] | None = None
     api_key_env: str = "OPENAI_API_KEY"
     model: str | None = None  # default: the server's first model
-    max_concurrency: int = Field(8, ge=1, le=256)
+    max_concurrency: int = Field(8, ge=1, le=256)  # per endpoint (halved on 429s)
     timeout: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     api: Literal["auto", "chat", "completions"] = "auto"
@@ -134,6 +135,20 @@ class RemoteBackendConfig(Strict):
     generate_max_tokens: int = Field(8, ge=1, le=256)
     samples: int = Field(1, ge=1, le=128)  # > 1: label frequencies of n samples
     sample_temperature: float = Field(1.0, gt=0, le=2)
+
+    @field_validator("base_url")
+    @classmethod
+    def _endpoints(cls, v: str | list[str] | None) -> str | list[str] | None:
+        """One URL stays a string (recipes saved before lists existed resume unchanged);
+        several, as a list or with commas, become a list."""
+        if v is None:
+            return None
+        from blackbox.backends.endpoints import split_urls
+
+        urls = split_urls(v)
+        if not urls:
+            return None
+        return urls[0] if len(urls) == 1 else urls
 
     @field_validator("api_key_env")
     @classmethod
