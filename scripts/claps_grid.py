@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -123,20 +122,6 @@ def run_name(task: str, seed: int, method: str) -> str:
     return f"claps-{method.removeprefix('claps-')}-{task}-s{seed}"
 
 
-def finished(runs: Path) -> dict[str, Path]:
-    """Finished run directories under ``runs`` by recipe name."""
-    import yaml
-
-    out: dict[str, Path] = {}
-    from blackbox.runs import is_finished
-
-    for s in sorted(runs.glob("*/summary.json")):
-        name = yaml.safe_load((s.parent / "recipe.yaml").read_text()).get("name")
-        if name and is_finished(s.parent):
-            out[name] = s.parent
-    return out
-
-
 def cell_recipe(base: dict[str, Any], task: str, seed: int, method: str, runs: Path,
                 search_trials: int | None = None) -> dict[str, Any]:
     """One cell's recipe. With ``search_trials``, ``queries`` is the pruning's cost (every
@@ -170,11 +155,15 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=REPO / "results" / "claps-grid-runs")
     ap.add_argument("--fake", action="store_true", help="fake backend (a dry run, no model)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    ap.add_argument("--lock", default=None, help="flock file held per cell")
+    ap.add_argument("--stop-at", default=None,
+                    help="UTC HH:MM: start no new cell after it (rerun to continue)")
     args = ap.parse_args()
 
     import yaml
 
     from blackbox.api import run_recipe
+    from blackbox.grid import Cell, run_grid
     from blackbox.recipes import load_recipe
 
     # validated like any recipe (a misspelled key stops the grid here), then used as data
@@ -190,25 +179,21 @@ def main() -> None:
 
         cfg = {k: v for k, v in base.get("backend", {}).items() if k != "kind"}
         backend = SharedBackend(LocalBackend(**cfg))
-    done = finished(args.runs)
+    def cell(task: str, seed: int, method: str) -> Cell:
+        def run(run_dir: Path) -> None:
+            s = run_recipe(cell_recipe(base, task, seed, method, args.runs,
+                                       args.search_trials or None),
+                           run_dir=run_dir, backend=backend, progress=args.progress).summary
+            test = (s.get("test") or {}).get("accuracy")
+            print(f"   test {test if test is None else round(test, 4)} prompt "
+                  f"{s['best_prompt']!r} train queries {s['queries']['train_total']} paid "
+                  f"{s['usage']['queries']}", flush=True)
+        return Cell(args.runs / run_name(task, seed, method), run)
+
     # seed-major: every task gets its first seed before any task gets a second
-    for seed in args.seeds:
-        for task in args.tasks:
-            for method in args.methods:
-                name = run_name(task, seed, method)
-                if name in done:
-                    print(f"= {name}: done ({done[name].name})", flush=True)
-                    continue
-                t0 = time.perf_counter()
-                res = run_recipe(cell_recipe(base, task, seed, method, args.runs,
-                                             args.search_trials or None),
-                                 backend=backend, progress=args.progress)
-                s = res.summary
-                test = (s.get("test") or {}).get("accuracy")
-                print(f"+ {name}: test {test if test is None else round(test, 4)} "
-                      f"prompt {s['best_prompt']!r} train queries "
-                      f"{s['queries']['train_total']} paid {s['usage']['queries']} "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    run_grid([cell(task, seed, method) for seed in args.seeds for task in args.tasks
+              for method in args.methods], lock=args.lock, stop_at=args.stop_at,
+             log=lambda m: print(m, flush=True))
     print(json.dumps({"runs": str(args.runs)}))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,10 @@ def test_set_needs_key_value() -> None:
     assert apply_overrides({}, ["a.b=[1, 2]"]) == {"a": {"b": [1, 2]}}
 
 
+# LMTurk sizes for the shipped-recipe test (a distill recipe's pool, evaluation set, budget)
+SMALL = {"pool_limit": 60, "eval_limit": 40, "queries": 30, "batch": 10, "finetune_epochs": 1}
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_recipe_validates_and_dry_runs(path: Path, tmp_path) -> None:
     from blackbox.chains import is_chain
@@ -70,13 +75,53 @@ def test_every_shipped_recipe_validates_and_dry_runs(path: Path, tmp_path) -> No
                             progress=False)
         assert [r["step"] for r in result.summary["steps"]] == [s["name"] for s in
                                                                  data["steps"]]
-        assert all(r["accuracy"] is not None for r in result.summary["steps"])
+        for row, step in zip(result.summary["steps"], data["steps"], strict=True):
+            sub = json.loads((REPO / row["run_dir"] / "summary.json").read_text())
+            _assert_held_out(sub, step["method"])
+            assert row["accuracy"] == sub_accuracy(sub)
         return
     recipe = load_recipe(path)
+    # the grid recipes label and fine-tune on hundreds of items: the same recipe on fewer
+    if recipe.method == "distill":
+        recipe = load_recipe(path, [f"{k}={v}" for k, v in SMALL.items()])
     result = run_recipe(recipe.model_copy(update={"output_dir": str(tmp_path)}),
                         backend=fake, progress=False)
-    assert (result.run_dir / "summary.json").is_file()
     assert (result.run_dir / "manifest.json").is_file()
+    _assert_held_out(json.loads((result.run_dir / "summary.json").read_text()),
+                     recipe.method)
+
+
+def sub_accuracy(summary: dict) -> float:
+    from blackbox.runs import held_out
+
+    found = held_out(summary)
+    assert found is not None
+    return found[2]
+
+
+def _assert_held_out(summary: dict, method: str) -> None:
+    """The run finished as its method, reports a held-out accuracy, and that accuracy is
+    the mean of its own per-item record on the items it names."""
+    from blackbox.runs import held_out
+    from blackbox.stats import parse_correct
+
+    assert summary["method"] == method and summary.get("status", "finished") == "finished"
+    found = held_out(summary)
+    assert found is not None, sorted(summary)
+    split, n, accuracy = found
+    assert split == "test" and n > 0
+
+    def records(d: dict):
+        for k, v in d.items():
+            if k == "correct" and isinstance(v, str):
+                yield v
+            elif isinstance(v, dict):
+                yield from records(v)
+
+    per_item = [c for c in records(summary) if len(c) == n]
+    assert per_item, "no per-item record of the held-out accuracy"
+    # (distill rounds its accuracies to 4 decimals)
+    assert any(parse_correct(c).mean() == pytest.approx(accuracy, abs=5e-5) for c in per_item)
 
 
 def test_a_run_saved_before_a_new_default_field_resumes_but_another_recipe_is_refused(
