@@ -63,7 +63,13 @@ class Capabilities:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A model behind an API. All verbs are batched: lists in, lists out, same order."""
+    """A model behind an API. All verbs are batched: lists in, lists out, same order.
+
+    These verbs are all a new backend must write. What it can do beyond them (a token
+    list, embedding tables, adapters, ...) it declares as ``capabilities`` flags and
+    implements as the methods :mod:`blackbox.backends.abilities` lists for each flag;
+    methods that need one refuse a backend without it before paying for anything.
+    """
 
     name: str
 

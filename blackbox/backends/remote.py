@@ -249,7 +249,9 @@ class RemoteBackend:
             generate=True, embed=True, adapters=bool(info.get("adapters")) if bbx else False,
             topk=self.k if mode == "topk" else None, extra=extra,
             # the optional abilities a bbx server offers (blackbox.backends.abilities)
-            vocabulary=bbx and "vocabulary" in (info.get("extensions") or ()),
+            # (the token list needs the server's tokenizer: token_logprobs says it has one)
+            vocabulary=bbx and "vocabulary" in (info.get("extensions") or ())
+            and bool(info.get("token_logprobs", True)),
             rows=True, materialize=bbx and bool(info.get("adapters")))
 
     @property
