@@ -247,3 +247,24 @@ def test_cli_refusal_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
     lines = [x for x in out.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: search-prompt needs vocabulary")
     assert "use embeddings: embed" in lines[0] and _nothing_left(tmp_path)
+
+
+def test_served_new_backend_and_the_remote_backend_declare_what_the_server_offers() -> None:
+    from serve_support import running_server
+
+    from blackbox.backends.remote import RemoteBackend
+    from blackbox.serve import create_app
+
+    with running_server(create_app(WithAdapters())) as url:
+        r = RemoteBackend(base_url=url, api_key_env="BBX_TEST_NO_SUCH_KEY")
+        try:
+            caps = r.capabilities
+            # adapters listed by the served backend's own ability; no tokenizer behind it
+            assert caps.adapters and caps.materialize and caps.rows
+            assert not caps.vocabulary and not caps.token_embeddings and not caps.engine
+            assert MeteredBackend(r).list_adapters() == ["down", "up"]
+            assert r.info["model"] == "minimal"
+            got = r.label_logprobs(["x"], [" negative", " positive"], "up")
+            assert got == WithAdapters().label_logprobs(["x"], [" negative", " positive"], "up")
+        finally:
+            r.close()
