@@ -26,9 +26,11 @@ engine             ``engine``, ``locked()``, ``call_rows(...)``,       ``bbx ser
                                                                        ``ties``/``dare``
 =================  ==================================================  ======================
 
-A method states what it needs as :class:`Need` rows (a recipe's
-:meth:`~blackbox.recipes.schema.RecipeBase.needs`); :func:`check_needs` refuses a recipe
-whose backend lacks one before anything is paid, naming the ability and the fallback.
+A method states what it needs as :class:`Need` rows (its recipe class's
+:attr:`~blackbox.recipes.schema.RecipeBase.needs`, plus what the recipe's options add in
+:meth:`~blackbox.recipes.schema.RecipeBase.abilities_needed`); :func:`check_needs` refuses
+a recipe whose backend lacks one before anything is paid, naming the ability and the
+fallback (``api.run_recipe`` calls it).
 """
 
 from __future__ import annotations
