@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blackbox.backends import BACKENDS
+from blackbox.backends.abilities import check_needs
 from blackbox.backends.base import Backend
 from blackbox.backends.metered import Budget, MeteredBackend
 from blackbox.errors import BbxError
@@ -81,6 +82,8 @@ def run_recipe(
     ctx: RunContext | None = None
     try:
         inner = backend if backend is not None else make_backend(recipe.backend)
+        # refuse before anything is paid: a needed ability the backend lacks is one line
+        check_needs(method, recipe.abilities_needed(), inner)
         metered = MeteredBackend(
             inner,
             cache_dir=recipe.cache_dir or responses_dir(),

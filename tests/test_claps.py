@@ -12,6 +12,7 @@ import pytest
 from conftest import bbx  # tests/ is on sys.path under pytest (rootdir conftest)
 
 from blackbox.api import run_recipe, search_prompt
+from blackbox.backends.base import Capabilities
 from blackbox.backends.fake import FakeBackend
 from blackbox.data import load_split
 from blackbox.data.tasks import TASKS
@@ -74,7 +75,10 @@ def test_candidates_are_word_initial_alphabetic_pieces() -> None:
         assert not is_candidate(piece)
     assert prompt_text([" great", " movie"]) == "great movie"
 
-    class Tok:  # a backend that exposes its tokenizer pieces, like the local one
+    class Tok:  # a backend that declares its tokenizer pieces, like the local one
+        name = "tok"
+        capabilities = Capabilities(vocabulary=True)
+
         def vocabulary(self) -> list[str]:
             return ["<s>", " the", "ing", " The", " 9", " the", " café", " ok"]
 

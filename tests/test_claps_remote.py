@@ -26,7 +26,7 @@ from serve_support import build_tiny_model, running_server  # noqa: E402, I001
 
 from blackbox.api import run_recipe  # noqa: E402
 from blackbox.backends.fake import FakeBackend  # noqa: E402
-from blackbox.methods.claps.vocab import candidate_vocabulary, server_vocabulary  # noqa: E402
+from blackbox.methods.claps.vocab import backend_vocabulary, candidate_vocabulary  # noqa: E402
 
 # a small search with every phase: 10 clusters, the top 60% kept (6 tokens: 216 3-token
 # prompts, more than the genetic search can try, so its seeded path matters)
@@ -78,12 +78,13 @@ def test_the_server_lists_the_local_tokenizer(tiny: Path, url: str) -> None:
     local, remote = _local(tiny), _remote(url)
     try:
         assert "vocabulary" in remote.info["extensions"]
-        assert server_vocabulary(remote) == local.vocabulary()
+        assert remote.capabilities.vocabulary
+        assert backend_vocabulary(remote) == (local.vocabulary(), "server")
         v, lv = candidate_vocabulary(None, remote), candidate_vocabulary(None, local)
         assert (v.source, lv.source) == ("server", "tokenizer")
         assert v.texts == lv.texts and v.ids == lv.ids and len(v) >= 10
         # a backend that is not a bbx server keeps the built-in word list
-        assert server_vocabulary(FakeBackend()) is None
+        assert backend_vocabulary(FakeBackend()) is None
         assert candidate_vocabulary(None, FakeBackend()).source == "builtin"
     finally:
         local.close()

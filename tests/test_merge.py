@@ -4,10 +4,12 @@ resume by replay, determinism, the variants, the user/test split."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from blackbox.backends.base import Capabilities
 from blackbox.backends.fake import FakeBackend
 from blackbox.errors import BbxError
 
@@ -27,6 +29,10 @@ class RowsFake(FakeBackend):
         super().__init__(seed=3, bias={"great": {" positive": 2.0}, "bad": {" negative": 2.0}},
                          adapter_bias=ADAPTER_BIAS, **kw)
         self.row_calls: list[int] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return replace(super().capabilities, rows=True)  # the rows ability, declared
 
     def label_logprobs_rows(self, prompts, words, adapters):
         self.row_calls.append(len({json.dumps(a, sort_keys=True) for a in adapters}))
@@ -181,8 +187,13 @@ def test_a_leaky_adapter_is_refused_and_an_unrecorded_one_too(tmp_path: Path) ->
         def path(self, name: str) -> Path:
             return repo / name
 
-    class _Backend(RowsFake):
-        repository = _Repo()
+    class _Backend(RowsFake):  # declares the repository ability, as a local backend does
+        @property
+        def capabilities(self) -> Capabilities:
+            return replace(super().capabilities, repository=True)
+
+        def adapter_repository(self) -> _Repo:
+            return _Repo()
 
     with pytest.raises(BbxError, match="leak: 7 of 1821 test texts are also in adapter neg"):
         _run(tmp_path, backend=_Backend(), adapters=["pos", "neg"], test_limit=None)
@@ -222,7 +233,8 @@ def test_cli_errors_are_one_line() -> None:
     from conftest import bbx
 
     out = bbx("merge", "--backend", "fake", "--no-progress")
-    assert out.returncode == 2 and "error: cannot list this backend's adapters" in out.stderr
+    assert out.returncode == 2 and ("error: merge needs adapters (the adapters it merges); "
+                                    "backend 'fake' has none: use backend:") in out.stderr
     assert "Traceback" not in out.stderr
     out = bbx("merge", "--backend", "local", "--adapters", "/nonexistent/zoo", "--no-progress")
     assert out.returncode == 2 and "does not exist" in out.stderr

@@ -104,6 +104,10 @@ def test_neighbours_are_nearest_and_never_shared() -> None:
 class _VocabBackend(FakeBackend):
     """A fake backend that also exposes a vocabulary and output embeddings, like LocalBackend."""
 
+    @property
+    def capabilities(self) -> Capabilities:  # both abilities declared, like LocalBackend
+        return Capabilities(vocabulary=True, token_embeddings=True)
+
     def vocabulary(self) -> list[str]:
         return [" good", " great", "ing", " bad", " awful", " 1999", " nice", " terrible"]
 
@@ -140,7 +144,7 @@ def test_logprobs_read_off_hidden_states_are_a_log_softmax() -> None:
 
 
 def test_logprobs_from_hidden_needs_a_vocabulary(tmp_path: Path) -> None:
-    with pytest.raises(BbxError, match="logprobs_from_hidden needs"):
+    with pytest.raises(BbxError, match="decode needs vocabulary .*logprobs_from_hidden: false"):
         _fit(tmp_path, logprobs_from_hidden=True)
 
 

@@ -33,6 +33,12 @@ class Capabilities:
     real log-probs can refuse it or note what they lose. ``"none"``: no label scores.
     ``hidden`` is ``"native"`` for real hidden states, ``"embeddings"`` when only an
     embeddings route stands in for them.
+
+    The remaining flags are the optional abilities beyond the verbs, each with its own
+    methods (:mod:`blackbox.backends.abilities`): ``adapters`` (``adapter=`` on the verbs,
+    ``list_adapters()``), ``vocabulary``, ``token_embeddings``, ``rows``, ``materialize``,
+    ``repository`` and ``engine``. A backend without one leaves it ``False``; methods test
+    the flag, never the backend's class or attributes.
     """
 
     label_logprobs: Literal["exact", "topk", "generate", "none"] = "exact"
@@ -42,6 +48,12 @@ class Capabilities:
     embed: bool = True
     adapters: bool = False
     topk: int | None = None
+    vocabulary: bool = False
+    token_embeddings: bool = False
+    rows: bool = False
+    materialize: bool = False
+    repository: bool = False
+    engine: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,7 +63,13 @@ class Capabilities:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A model behind an API. All verbs are batched: lists in, lists out, same order."""
+    """A model behind an API. All verbs are batched: lists in, lists out, same order.
+
+    These verbs are all a new backend must write. What it can do beyond them (a token
+    list, embedding tables, adapters, ...) it declares as ``capabilities`` flags and
+    implements as the methods :mod:`blackbox.backends.abilities` lists for each flag;
+    methods that need one refuse a backend without it before paying for anything.
+    """
 
     name: str
 

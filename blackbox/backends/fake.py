@@ -9,6 +9,10 @@ Every answer is a pure function of the request and ``seed``:
 * hidden states and embeddings: a normalized sum of per-word pseudo-random vectors, so that
   texts sharing words get similar vectors;
 * ``calls`` counts the prompts actually computed, so tests can check what was paid for.
+
+Its only optional ability is ``adapters`` (when ``adapter_bias`` names some): it has no
+tokenizer, no weights and no engine, so it is also the reference for what a method does on
+a backend that offers the verbs alone.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ class FakeBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(adapters=True)
+        # the adapter ability only with adapters to name: a fake with none has no repository
+        return Capabilities(adapters=bool(self.adapter_bias), extra={"model": self.model})
 
     @property
     def fingerprint(self) -> str:
@@ -150,6 +155,10 @@ class FakeBackend:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [max(1, len(t.split())) for t in texts]
+
+    def list_adapters(self) -> list[str]:
+        """The adapter names of ``adapter_bias`` (the ``adapters`` ability), sorted."""
+        return sorted(self.adapter_bias)
 
     def close(self) -> None:
         pass

@@ -131,6 +131,9 @@ class LocalBackend:
         return Capabilities(
             label_logprobs="exact", score=True, hidden="native", generate=True, embed=True,
             adapters=self.adapters is not None,
+            vocabulary=True, token_embeddings=True, rows=True, engine=True,
+            materialize=False,  # mixtures are written as PEFT folders from the repository
+            repository=self.adapters is not None,
             # the resolved placement, so a run's manifest says which device and dtype ran
             # (results from a bf16 and an fp32 machine differ in the last digits)
             extra={"model": self.model, "embed_model": self.embed_model,
@@ -189,6 +192,33 @@ class LocalBackend:
             if callable(verb):
                 return verb(self.engine, *args, adapters=rows_or_none, **kwargs)
             return getattr(self.engine, verb)(*args, adapters=rows_or_none, **kwargs)
+
+    # ---- optional abilities (see blackbox.backends.abilities) ----------------------------
+
+    def label_logprobs_rows(
+        self, prompts: Sequence[str], label_words: Sequence[str], adapters: Sequence[Adapter]
+    ) -> list[list[float]]:
+        """The ``rows`` ability: per-row mixtures in one forward pass (:meth:`call_rows`)."""
+        return self.call_rows("label_logprobs", (list(prompts), list(label_words)),
+                              list(adapters))
+
+    def list_adapters(self) -> list[str]:
+        """The ``adapters`` ability: the repository's adapter names."""
+        if self.adapters is None:
+            raise BbxError("this backend has no adapter repository: give the local backend "
+                           "an adapters folder")
+        return list(self.repository.names())
+
+    def adapter_repository(self) -> Any:
+        """The ``repository`` ability: the :class:`AdapterRepository` (white-box)."""
+        if self.adapters is None:
+            raise BbxError("this backend has no adapter repository: give the local backend "
+                           "an adapters folder")
+        return self.repository
+
+    def model_source(self) -> Any:
+        """The ``engine`` ability: the model's files (a ``ModelSource``)."""
+        return self.source
 
     # ---- verbs --------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blackbox.backends.abilities import require
 from blackbox.backends.base import Adapter, Backend, Capabilities, Position, normalize_adapter
 from blackbox.errors import BudgetExceeded
 
@@ -245,6 +246,43 @@ class MeteredBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.inner.count_tokens(texts)
 
+    # -- optional abilities (blackbox.backends.abilities) ---------------------------------
+    # Each checks the inner backend's flag first, so a missing ability is a BbxError that
+    # names it. The query-costing one (label_logprobs_rows) is metered above; these are not
+    # model queries: static metadata (a token list, adapter names), weights read where they
+    # are, or a server-side write. They pass through unmetered on purpose: nothing to
+    # count against a query or token budget, and no answer worth caching per run.
+
+    def vocabulary(self) -> list[str]:
+        """The inner backend's token list (``vocabulary`` ability; free metadata)."""
+        require(self.inner, "vocabulary")
+        return self.inner.vocabulary()  # type: ignore[attr-defined]
+
+    def token_embeddings(self, which: str = "output") -> Any:
+        """The inner backend's embedding table (``token_embeddings``; weights, not a query)."""
+        require(self.inner, "token_embeddings")
+        return self.inner.token_embeddings(which)  # type: ignore[attr-defined]
+
+    def list_adapters(self) -> list[str]:
+        """The inner backend's adapter names (``adapters`` ability; free metadata)."""
+        require(self.inner, "adapters")
+        return self.inner.list_adapters()  # type: ignore[attr-defined]
+
+    def materialize_adapter(self, name: str, adapter: Adapter) -> dict[str, Any]:
+        """Save a mixture server-side (``materialize``): a write, not a model query."""
+        require(self.inner, "materialize")
+        return self.inner.materialize_adapter(name, adapter)  # type: ignore[attr-defined]
+
+    def adapter_repository(self) -> Any:
+        """The inner backend's adapter repository (``repository``; white-box, local)."""
+        require(self.inner, "repository")
+        return self.inner.adapter_repository()  # type: ignore[attr-defined]
+
+    def model_source(self) -> Any:
+        """The inner backend's model files (``engine`` ability; local, not a query)."""
+        require(self.inner, "engine")
+        return self.inner.model_source()  # type: ignore[attr-defined]
+
     def close(self, close_inner: bool = True) -> None:
         """Close the ledger and the cache; the inner backend too, unless it is borrowed."""
         if self._ledger is not None:
@@ -260,16 +298,12 @@ def label_logprobs_rows(backend: Backend, prompts: list[str], label_words: list[
                         adapters: list[Adapter]) -> list[list[float]]:
     """Per prompt its own adapter, through the best route ``backend`` offers.
 
-    A backend with ``label_logprobs_rows`` (remote: concurrent requests that the server
-    gathers into shared batches) or ``call_rows`` (local: per-row mixtures in one forward
-    pass) gets the whole list at once; any other backend is called once per distinct adapter.
+    A backend with the ``rows`` ability (remote: concurrent requests that the server
+    gathers into shared batches; local: per-row mixtures in one forward pass) gets the whole
+    list at once; any other backend is called once per distinct adapter.
     """
-    rows = getattr(backend, "label_logprobs_rows", None)
-    if rows is not None:
-        return rows(prompts, label_words, adapters)
-    call_rows = getattr(backend, "call_rows", None)
-    if call_rows is not None:
-        return call_rows("label_logprobs", (prompts, label_words), adapters)
+    if backend.capabilities.rows:
+        return backend.label_logprobs_rows(prompts, label_words, adapters)  # type: ignore[attr-defined]
     groups: dict[str, list[int]] = {}
     for i, a in enumerate(adapters):
         groups.setdefault(json.dumps(a, sort_keys=True), []).append(i)

@@ -293,7 +293,12 @@ class RemoteBackend:
             score=not chat,
             hidden=info.get("hidden", "native") if bbx else "embeddings",
             generate=True, embed=True, adapters=bool(info.get("adapters")) if bbx else False,
-            topk=self.k if mode == "topk" else None, extra=extra)
+            topk=self.k if mode == "topk" else None, extra=extra,
+            # the optional abilities a bbx server offers (blackbox.backends.abilities)
+            # (the token list needs the server's tokenizer: token_logprobs says it has one)
+            vocabulary=bbx and "vocabulary" in (info.get("extensions") or ())
+            and bool(info.get("token_logprobs", True)),
+            rows=True, materialize=bbx and bool(info.get("adapters")))
 
     @property
     def fingerprint(self) -> str:
@@ -480,6 +485,16 @@ class RemoteBackend:
                            "bbx serve --adapters DIR")
         res = self._call(lambda: self.client.get("/adapters", cast_to=object))
         return sorted(d["name"] for d in res["data"])
+
+    def vocabulary(self) -> list[str]:
+        """A bbx server's tokenizer pieces, index = token id (``GET /v1/vocabulary``): the
+        ``vocabulary`` ability, where ``capabilities.vocabulary`` says the server has it."""
+        res = self._call(lambda: self.client.get("/vocabulary", cast_to=object))
+        tokens = res.get("tokens") if isinstance(res, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise BbxError(f"{self._where()}/vocabulary answered no token list: give "
+                           "candidate words with vocab: [...] or vocab: FILE")
+        return tokens
 
     def score(
         self, prompts: Sequence[str], continuations: Sequence[str], adapter: Adapter = None

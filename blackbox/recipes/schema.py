@@ -7,10 +7,11 @@ A recipe is data: no code runs from YAML. Each method package defines its own mo
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from blackbox.backends.abilities import LABEL_SCORES, Need
 from blackbox.data.tasks import TASKS, Task
 from blackbox.errors import did_you_mean
 
@@ -208,3 +209,14 @@ class RecipeBase(Strict):
     @property
     def task_name(self) -> str:
         return self.task.name if isinstance(self.task, TaskSpec) else self.task
+
+    #: The backend abilities every recipe of this method needs: by default label-word
+    #: scores (every method reads them); see :mod:`blackbox.backends.abilities`.
+    needs: ClassVar[tuple[Need, ...]] = (LABEL_SCORES,)
+
+    def abilities_needed(self) -> list[Need]:
+        """What this recipe needs of its backend: the class's ``needs`` plus those its
+        options add (a method overrides this). ``api.run_recipe`` checks them against the
+        backend before anything is paid, and refuses naming the ability and the fallback."""
+        return list(self.needs)
+

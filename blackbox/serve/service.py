@@ -5,8 +5,9 @@ requests share forward passes) and awaits them. On the local backend, generation
 are rows of the decode scheduler's continuous batch instead (see
 :mod:`blackbox.serve.generation`), behind a bounded queue. Token-level features
 (``logprobs``, ``echo``, ``/tokenize``, chat templates) need the model's tokenizer, so they
-work on the local backend (and any backend exposing an ``engine``); on other backends they
-are a clear 400.
+work on a backend with the ``engine`` ability (the local one); on other backends they are a
+clear 400. Adapters are listed through the ``adapters`` ability, and read from the
+``repository`` ability where the backend has one.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ class Service:
                  max_queue: int | None = None) -> None:
         self.backend = backend
         self.allow_adapter_paths = allow_adapter_paths
-        self.local = callable(getattr(backend, "call_rows", None))
-        source = getattr(backend, "source", None)
-        self.model_id = model_name or (source.name if source is not None
-                                       else str(getattr(backend, "model", backend.name)))
+        # what the backend declares (blackbox.backends.abilities), read once: the routes
+        # test these flags, never the backend's class or attributes
+        self.caps = backend.capabilities
+        self.local = bool(self.caps.engine)  # token-level routes need the engine ability
+        self.model_id = model_name or (backend.model_source().name if self.local
+                                       else str(self.caps.extra.get("model") or backend.name))
         self.batcher = Batcher(backend, max_batch=max_batch, max_wait_s=max_wait_s)
         self.decoder: Any = None
-        if self.local and callable(getattr(backend, "locked", None)):  # torch loads here
+        if self.local:  # torch loads here
             from blackbox.engine.scheduler import DEFAULT_MAX_QUEUE, DecodeScheduler
 
             self.decoder = DecodeScheduler(
@@ -62,7 +65,8 @@ class Service:
         """
         if self.local and self._engine is None:
             self._engine = self.backend.engine
-            self._repo = getattr(self.backend, "repository", None)
+            self._repo = (self.backend.adapter_repository() if self.caps.repository
+                          else None)
             # a private copy: one fast tokenizer used from two threads can fail ("borrowed")
             self._tokenizer = copy.deepcopy(self._engine.tokenizer)
 
@@ -110,8 +114,8 @@ class Service:
         repo = self.repository
         if repo is not None:
             return repo.names()
-        bias = getattr(self.backend, "adapter_bias", None)  # the fake backend's adapters
-        return sorted(bias) if isinstance(bias, dict) else []
+        # a backend with adapters but no local repository (the fake one) lists its own
+        return sorted(self.backend.list_adapters()) if self.caps.adapters else []
 
     def resolve_adapter(self, model: str | None, adapter: Adapter) -> Adapter:
         """The request's adapter: the ``adapter`` field, else ``model`` naming an adapter
@@ -131,7 +135,7 @@ class Service:
             repo = self.repository
             if repo is not None:
                 repo.validate(spec)
-            elif not getattr(self.backend.capabilities, "adapters", False):
+            elif not self.caps.adapters:
                 raise APIError(400, "this server has no adapter repository: start it with "
                                "--adapters DIR", "adapter", "adapters_unsupported")
             else:
@@ -187,7 +191,7 @@ class Service:
 
     async def embed(self, texts: list[str], adapter: Adapter) -> list[list[float]]:
         """Batched sentence embeddings."""
-        if self.local and getattr(self.backend, "embed_model", None) == "mean":
+        if self.local and self.caps.extra.get("embed_model") == "mean":
             return await self.run(Job("mean_hidden", None, texts, adapter))
         return await self.run(Job("embed", None, texts, None))
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from blackbox.backends.abilities import Need
 from blackbox.errors import BbxError
 from blackbox.recipes.schema import RecipeBase
 
@@ -89,6 +90,16 @@ class ClapsRecipe(RecipeBase):
         except BbxError as e:  # reported like any other invalid recipe field
             raise ValueError(str(e)) from None
         return self
+
+    def abilities_needed(self) -> list[Need]:
+        """Input-embedding clusters read the token-embedding table at tokenizer ids."""
+        needs = super().abilities_needed()
+        if self.embeddings == "input" and self.clusters:
+            why = "embeddings: input clusters tokenizer candidates by their embedding rows"
+            fallback = "use embeddings: embed (or auto), which asks the embeddings route"
+            needs += [Need("vocabulary", f"token ids: {why}", fallback),
+                      Need("token_embeddings", why, fallback)]
+        return needs
 
     def template_text(self) -> str:
         """The template string (``{prompt}`` marks where the searched prompt goes)."""

@@ -4,10 +4,11 @@ Candidates are *word-initial alphabetic tokens*: for SmolLM2's byte-level BPE th
 pieces that decode to a space followed by ASCII letters (" great", " Review"), so a prompt is
 simply their concatenation. Special tokens, punctuation, digits, byte fragments and
 word-internal pieces are left out, as in the paper (which keeps pieces with the space
-marker). The remote backend against ``bbx serve`` reads the server's tokenizer through the
-``GET /v1/vocabulary`` extension, so it searches exactly the candidates the local backend
-does; a backend that exposes no tokenizer (another API) gets the built-in list of frequent
-SmolLM2 word-initial tokens (:mod:`blackbox.methods.claps.words`), or the user's own list.
+marker). The candidates come from the backend's ``vocabulary`` ability (the local tokenizer,
+or a bbx server's through ``GET /v1/vocabulary``, so the remote backend searches exactly the
+candidates the local one does); a backend without it (another API) gets the built-in list
+of frequent SmolLM2 word-initial tokens (:mod:`blackbox.methods.claps.words`), or the
+user's own list. Input-embedding clusters need the ``token_embeddings`` ability too.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from blackbox.backends.abilities import has
 from blackbox.errors import BbxError
 
 if TYPE_CHECKING:
-    from blackbox.backends.metered import MeteredBackend
+    from blackbox.backends.base import Backend
 
 _CANDIDATE = re.compile(r" [A-Za-z]+")
 
@@ -71,17 +73,20 @@ def _from_words(words: list[str] | tuple[str, ...], source: str) -> Vocabulary:
     return Vocabulary(tuple(out), None, source)
 
 
-def backend_tokenizer(backend: MeteredBackend) -> Any | None:
-    """The unmetered backend behind ``backend`` if it can list its tokenizer's pieces and
-    read its embedding table (the local engine), else ``None``. Reading them is not a model
-    query, so it bypasses the meter on purpose."""
-    inner = getattr(backend, "inner", backend)
-    if callable(getattr(inner, "vocabulary", None)):
-        return inner
-    return None
+def backend_vocabulary(backend: Backend) -> tuple[list[str], str] | None:
+    """The backend's token list (its ``vocabulary`` ability) and where it came from:
+    ``"server"`` for a bbx server's (``GET /v1/vocabulary``), ``"tokenizer"`` for an
+    in-process one; ``None`` for a backend without the ability (another API).
+
+    Reading it is not a model query: the metered wrapper passes it through unmetered."""
+    if not has(backend, "vocabulary"):
+        return None
+    # the summary says whose tokenizer the candidates are (a served one or the local one)
+    source = "server" if backend.capabilities.extra.get("bbx_server") else "tokenizer"
+    return list(backend.vocabulary()), source  # type: ignore[attr-defined]
 
 
-def candidate_vocabulary(spec: str | list[str] | None, backend: MeteredBackend) -> Vocabulary:
+def candidate_vocabulary(spec: str | list[str] | None, backend: Backend) -> Vocabulary:
     """The candidates a recipe's ``vocab:`` names.
 
     ``None``: the word-initial alphabetic tokens of the backend's tokenizer (the local one, or
@@ -100,15 +105,12 @@ def candidate_vocabulary(spec: str | list[str] | None, backend: MeteredBackend) 
         if not lines:
             raise BbxError(f"vocab file {path} is empty: give one word per line")
         return _from_words(lines, str(path))
-    tok = backend_tokenizer(backend)
-    if tok is not None:
-        pieces, source = tok.vocabulary(), "tokenizer"
-    else:
-        pieces, source = server_vocabulary(backend), "server"
-        if pieces is None:
-            from blackbox.methods.claps.words import WORDS
+    found = backend_vocabulary(backend)
+    if found is None:
+        from blackbox.methods.claps.words import WORDS
 
-            return _from_words(WORDS, "builtin")
+        return _from_words(WORDS, "builtin")
+    pieces, source = found
     ids, texts, seen = [], [], set()
     for i, piece in enumerate(pieces):
         if is_candidate(piece) and piece not in seen:
@@ -121,32 +123,7 @@ def candidate_vocabulary(spec: str | list[str] | None, backend: MeteredBackend) 
     return Vocabulary(tuple(texts), tuple(ids), source)
 
 
-def server_vocabulary(backend: MeteredBackend) -> list[str] | None:
-    """The tokenizer pieces of the bbx server behind a remote backend (index = token id),
-    or ``None`` when the backend is not remote or its server has no ``vocabulary``
-    extension (another OpenAI-compatible server, an older bbx).
-
-    One ``GET /v1/vocabulary``; like reading the local tokenizer it is not a model query,
-    so it bypasses the meter (and the ledger) on purpose.
-    """
-    from blackbox.backends.remote import RemoteBackend
-
-    inner = getattr(backend, "inner", backend)
-    if not isinstance(inner, RemoteBackend):
-        return None
-    info = inner.info
-    if not info["bbx"] or "vocabulary" not in (info.get("extensions") or ()):
-        return None
-    # the backend's _call turns SDK errors (auth, status, timeouts) into one-line BbxErrors
-    res = inner._call(lambda: inner.client.get("/vocabulary", cast_to=object))
-    tokens = res.get("tokens") if isinstance(res, dict) else None
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise BbxError(f"{inner.base_url}/vocabulary answered no token list: give candidate "
-                       "words with vocab: [...] or vocab: FILE")
-    return tokens
-
-
-def candidate_vectors(vocab: Vocabulary, backend: MeteredBackend, how: str,
+def candidate_vectors(vocab: Vocabulary, backend: Backend, how: str,
                       chunk: int = 256) -> tuple[np.ndarray, str]:
     """One vector per candidate for clustering, and where it came from.
 
@@ -154,15 +131,14 @@ def candidate_vectors(vocab: Vocabulary, backend: MeteredBackend, how: str,
     exposes the table); ``embed``: the backend's embeddings route (metered: it is a query);
     ``auto``: ``input`` where possible, else ``embed``.
     """
-    tok = backend_tokenizer(backend)
-    can_read = (vocab.ids is not None and tok is not None
-                and callable(getattr(tok, "token_embeddings", None)))
+    can_read = vocab.ids is not None and has(backend, "token_embeddings")
     if how == "input" and not can_read:
         raise BbxError("embeddings: input needs a backend that exposes its embedding table "
                        "(the local backend) and tokenizer candidates: use embeddings: embed")
     if how in ("input", "auto") and can_read:
-        assert tok is not None and vocab.ids is not None
-        table = np.asarray(tok.token_embeddings("input"), dtype=np.float32)
+        assert vocab.ids is not None
+        table = np.asarray(backend.token_embeddings("input"),  # type: ignore[attr-defined]
+                           dtype=np.float32)
         return table[list(vocab.ids)], "input"
     rows: list[list[float]] = []
     for start in range(0, len(vocab), chunk):

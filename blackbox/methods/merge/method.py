@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from blackbox.backends.abilities import has, require
+from blackbox.backends.base import Backend
 from blackbox.errors import BbxError, BudgetExceeded
 from blackbox.methods.base import RunContext
 from blackbox.methods.merge.objective import (
@@ -40,21 +42,11 @@ from blackbox.optim.loop import SearchResult, run_search
 from blackbox.stats import correct_string
 
 
-def available_adapters(backend: Any) -> list[str]:
-    """The adapter names the backend's repository holds (sorted), asked the way it allows."""
-    inner = getattr(backend, "inner", backend)
-    if not inner.capabilities.adapters:
-        raise BbxError("this backend has no adapter repository: use backend: {kind: local, "
-                       "adapters: DIR} or a bbx serve --adapters DIR server")
-    if hasattr(inner, "list_adapters"):
-        return sorted(inner.list_adapters())
-    repo = getattr(inner, "repository", None)
-    if repo is not None:
-        return repo.names()
-    bias = getattr(inner, "adapter_bias", None)  # the fake backend
-    if bias:
-        return sorted(bias)
-    raise BbxError("cannot list this backend's adapters: name them with adapters: [...]")
+def available_adapters(backend: Backend) -> list[str]:
+    """The adapter names the backend's repository holds (sorted): its ``adapters`` ability."""
+    require(backend, "adapters", "use backend: {kind: local, adapters: DIR} or a bbx serve "
+                                 "--adapters DIR server")
+    return sorted(backend.list_adapters())  # type: ignore[attr-defined]
 
 
 class _Stage:
@@ -143,11 +135,11 @@ def _adapter_data(ctx: RunContext, names: list[str]) -> dict[str, Any]:
     from blackbox.data.leak import DigestSet
     from blackbox.methods.merge.zoo import training_digests
 
-    repo = getattr(getattr(ctx.backend, "inner", ctx.backend), "repository", None)
-    if repo is None:
+    if not has(ctx.backend, "repository"):
         ctx.notes["adapter_leak_check"] = ("not run: this backend does not say what its "
                                            "adapters trained on")
         return {}
+    repo = ctx.backend.adapter_repository()
     out: dict[str, Any] = {}
     unknown = []
     for name in names:
@@ -193,12 +185,11 @@ def _choose(recipe: MergeRecipe, ctx: RunContext, names: list[str],
 def _materialize(ctx: RunContext, recipe: MergeRecipe, spec: dict[str, Any]) -> dict[str, str]:
     """Save the mixture as a PEFT adapter: server-side through a remote bbx server (a new
     adapter in its repository), else from the local repository into the run directory."""
-    inner = getattr(ctx.backend, "inner", ctx.backend)
-    if hasattr(inner, "materialize_adapter"):
+    if has(ctx.backend, "materialize"):
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
         name = f"{recipe.variant}-{recipe.task_name}-s{recipe.seed}-{digest}"
         try:
-            inner.materialize_adapter(name, spec)
+            ctx.backend.materialize_adapter(name, spec)
         except BbxError as e:
             if "already exists" not in str(e):  # the name carries the spec's hash: same one
                 raise

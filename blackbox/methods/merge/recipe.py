@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from blackbox.backends.abilities import Need
 from blackbox.recipes.schema import RecipeBase, Strict
 
 #: What a run does. ``evo`` is the full method (stage 1 on α, stage 2 on β); the ablations
@@ -85,3 +86,21 @@ class MergeRecipe(RecipeBase):
             if st.optimizer == "cma" and st.popsize < 2:
                 raise ValueError(f"{name}.popsize must be >= 2 for cma")
         return self
+
+    def abilities_needed(self) -> list[Need]:
+        """Mixtures need the adapter ability; TIES/DARE and saving a mixture need more."""
+        needs = super().abilities_needed()
+        served = "use backend: {kind: local, adapters: DIR} or a bbx serve --adapters DIR server"
+        if self.variant != "base" or not self.adapters:  # base with named adapters lists none
+            needs.append(Need("adapters", "the adapters it merges", served))
+        if self.variant in ("ties", "dare"):
+            local = ("run it with backend: {kind: local, adapters: DIR}; through a remote "
+                     "backend only black-box variants work")
+            needs += [Need("repository", f"{self.variant} reads the adapters' weights, "
+                           "white-box", local),
+                      Need("engine", f"{self.variant} loads the base model's files", local)]
+        if self.materialize and self.variant not in ("base", "best-single", "ties", "dare"):
+            needs.append(Need(("materialize", "repository"), "materialize: true saves the "
+                              "mixture as a PEFT adapter", "set materialize: false (mixture.json "
+                              "still names the mixture)"))
+        return needs

@@ -2,9 +2,10 @@
 DARE) computed with ``peft``'s ``add_weighted_adapter``, and materializing a found mixture
 as a plain PEFT LoRA adapter that any LoRA server can load.
 
-These read weights, so they run where the repository is: here, a local backend holding it
-(``backend: {kind: local, adapters: DIR}``). Through a remote backend they are refused
-with a message saying so — that is the black-box setting's point.
+These read weights, so they run where the repository is: a backend with the ``repository``
+ability (here, a local backend holding it: ``backend: {kind: local, adapters: DIR}``).
+Through a remote backend they are refused with a message saying so — that is the
+black-box setting's point.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from blackbox.backends.abilities import has
+from blackbox.backends.base import Backend
 from blackbox.errors import BbxError
 
 #: peft combination types. TIES: trim to ``density``, elect signs, disjoint mean (weights 1).
@@ -25,15 +28,14 @@ from blackbox.errors import BbxError
 COMBINATION = {"ties": "ties_svd", "dare": "dare_linear_svd"}
 
 
-def local_repository(backend: Any, what: str) -> Any:
-    """The adapter repository of a (metered) local backend, or a BbxError naming the fix."""
-    inner = getattr(backend, "inner", backend)
-    repo = getattr(inner, "repository", None) if getattr(inner, "adapters", None) else None
-    if repo is None:
+def local_repository(backend: Backend, what: str) -> Any:
+    """The adapter repository of a backend with the ``repository`` ability (a local one
+    holding it), or a BbxError naming the fix."""
+    if not has(backend, "repository"):
         raise BbxError(f"{what} reads the adapters' weights (white-box): run it with a local "
                        "backend that holds the repository (backend: {kind: local, adapters: "
                        "DIR}); through a remote backend only black-box variants work")
-    return repo
+    return backend.adapter_repository()  # type: ignore[attr-defined]
 
 
 def _content_hash(folders: list[Path]) -> str:
@@ -44,7 +46,7 @@ def _content_hash(folders: list[Path]) -> str:
     return h.hexdigest()[:12]
 
 
-def peft_merge(backend: Any, names: list[str], kind: str, density: float, seed: int,
+def peft_merge(backend: Backend, names: list[str], kind: str, density: float, seed: int,
                out_root: Path) -> str:
     """Merge ``names`` with TIES or DARE (peft), load the result into the repository and
     return its name. The name carries a hash of the inputs, so equal merges share cache."""
@@ -52,7 +54,7 @@ def peft_merge(backend: Any, names: list[str], kind: str, density: float, seed: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from blackbox.engine.loader import convert_gguf, resolve_spec
+    from blackbox.engine.loader import convert_gguf
 
     if kind not in COMBINATION:
         raise BbxError(f"unknown white-box merge '{kind}': use ties or dare")
@@ -65,8 +67,7 @@ def peft_merge(backend: Any, names: list[str], kind: str, density: float, seed: 
         return name
     out = out_root / name
     if not (out / "adapter_model.safetensors").is_file():
-        inner = getattr(backend, "inner", backend)
-        source = resolve_spec(inner.model)
+        source = backend.model_source()  # type: ignore[attr-defined]
         model_folder = convert_gguf(source) if source.kind == "gguf" else source.path
         base = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32,
                                                     local_files_only=True)
@@ -89,7 +90,7 @@ def peft_merge(backend: Any, names: list[str], kind: str, density: float, seed: 
     return name
 
 
-def materialize(backend: Any, spec: dict[str, Any], out: Path) -> Path:
+def materialize(backend: Backend, spec: dict[str, Any], out: Path) -> Path:
     """Write a mixture as a PEFT LoRA adapter (``A*``, ``B*``; rank = the adapters' rank) in
     ``out``, from a local backend's repository (see
     :func:`~blackbox.engine.adapters.save_peft_adapter`)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from blackbox.backends.abilities import has
 from blackbox.data.tasks import render
 from blackbox.errors import BbxError
 
@@ -93,17 +94,18 @@ def expand_label_words(backend: Backend, label_words: Sequence[str], k: int,
                        fallback_texts: Sequence[str] = ()) -> tuple[list[list[str]], str]:
     """Each class's label word and its k-1 nearest words; returns ``(groups, route)``.
 
-    ``route`` is ``"output-embeddings"`` when the backend (or the one a metered wrapper wraps)
-    has ``vocabulary()`` and ``token_embeddings("output")``, ``"embedding-model"`` for the
-    fallback over candidate words (the words of ``fallback_texts``), ``"none"`` for k = 1.
+    ``route`` is ``"output-embeddings"`` when the backend has the ``vocabulary`` and
+    ``token_embeddings`` abilities (it reads ``token_embeddings("output")``),
+    ``"embedding-model"`` for the fallback over candidate words (the words of
+    ``fallback_texts``), ``"none"`` for k = 1.
     """
     label_words = list(label_words)
     if k <= 1:
         return [[w] for w in label_words], "none"
-    inner: Any = getattr(backend, "inner", backend)
-    if hasattr(inner, "vocabulary") and hasattr(inner, "token_embeddings"):
-        vocab: list[str] = list(inner.vocabulary())
-        table = np.asarray(inner.token_embeddings("output"), dtype=np.float32)
+    if has(backend, "vocabulary") and has(backend, "token_embeddings"):
+        b: Any = backend  # the two abilities' methods (blackbox.backends.abilities)
+        vocab: list[str] = list(b.vocabulary())
+        table = np.asarray(b.token_embeddings("output"), dtype=np.float32)
         index = {tok: i for i, tok in enumerate(vocab)}
         missing = [w for w in label_words if w not in index]
         if not missing:
@@ -150,17 +152,17 @@ class LogprobsFromHidden:
     @classmethod
     def for_backend(cls, backend: Backend, words: Sequence[str]) -> LogprobsFromHidden:
         """Build it from a backend exposing ``vocabulary()`` and ``token_embeddings()``."""
-        inner: Any = getattr(backend, "inner", backend)
-        if not (hasattr(inner, "vocabulary") and hasattr(inner, "token_embeddings")):
+        if not (has(backend, "vocabulary") and has(backend, "token_embeddings")):
             raise BbxError(f"logprobs_from_hidden needs a backend with vocabulary() and "
                            f"token_embeddings() (the local one); '{backend.name}' has neither: "
                            "set logprobs_from_hidden: false")
-        index = {tok: i for i, tok in enumerate(inner.vocabulary())}
+        b: Any = backend  # the two abilities' methods (blackbox.backends.abilities)
+        index = {tok: i for i, tok in enumerate(b.vocabulary())}
         missing = [w for w in words if w not in index]
         if missing:
             raise BbxError(f"logprobs_from_hidden needs single-token label words; {missing[:3]} "
                            "are not: set logprobs_from_hidden: false")
-        return cls(inner.token_embeddings("output"), [index[w] for w in words])
+        return cls(b.token_embeddings("output"), [index[w] for w in words])
 
 
 def hidden_route(backend: Backend) -> str:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from blackbox.backends.abilities import Need
 from blackbox.errors import BbxError
 from blackbox.recipes.schema import RecipeBase
 
@@ -81,6 +82,17 @@ class DecodeRecipe(RecipeBase):
         if not self.betas or any(b < 0 for b in self.betas):
             raise ValueError("betas must be a non-empty list of numbers >= 0")
         return self
+
+    def abilities_needed(self) -> list[Need]:
+        """Class scores are label-word log-probs; ``logprobs_from_hidden`` reads them off
+        hidden states through the output-embedding table at the words' token ids."""
+        needs = super().abilities_needed()
+        if self.logprobs_from_hidden:
+            why = "logprobs_from_hidden reads label words' output-embedding rows"
+            fallback = "set logprobs_from_hidden: false"
+            needs += [Need("vocabulary", f"token ids: {why}", fallback),
+                      Need("token_embeddings", why, fallback)]
+        return needs
 
     def prompt_templates(self) -> list[str]:
         """The P templates to query: ``templates`` if given, else the task's first P."""
