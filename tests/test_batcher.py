@@ -109,7 +109,7 @@ class RowsBackend:
 def test_embed_on_a_per_row_backend_calls_the_backends_embed() -> None:
     # the default server (local backend, MiniLM) answered every /v1/embeddings with a 500
     backend = RowsBackend()
-    b = Batcher(backend, max_batch=64, max_wait_s=0.0)
+    b = Batcher(backend, max_batch=64, max_wait_s=0.0, rows=True)
     try:
         assert b.submit(Job("embed", None, ["a", "bb"])).result(timeout=10) == [[1.0], [2.0]]
         words = Job("label_logprobs", ("x",), ["p"], adapter="a1")

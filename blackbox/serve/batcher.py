@@ -80,7 +80,7 @@ class Batcher:
     """Gathers concurrent jobs into shared calls on one worker thread (see module docs)."""
 
     def __init__(self, backend: Any, max_batch: int = 64, max_wait_s: float = 0.004,
-                 linger: float = 0.1, max_linger_s: float = 0.25) -> None:
+                 linger: float = 0.1, max_linger_s: float = 0.25, rows: bool = False) -> None:
         self.backend = backend
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
@@ -88,7 +88,9 @@ class Batcher:
         self.max_linger_s = max(0.0, max_linger_s)
         self._expect = 0  # items the previous call answered: their clients tend to come back
         self._last_call_s = 0.0
-        self.rows = callable(getattr(backend, "call_rows", None))
+        # per-row adapters in one engine call (the backend's declared engine ability, which
+        # the server reads from its capabilities): else one call per adapter
+        self.rows = rows
         self.stats = BatchStats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._held: list[Job] = []  # taken from the queue but not compatible with the last batch

@@ -42,7 +42,8 @@ class Service:
         self.local = bool(self.caps.engine)  # token-level routes need the engine ability
         self.model_id = model_name or (backend.model_source().name if self.local
                                        else str(self.caps.extra.get("model") or backend.name))
-        self.batcher = Batcher(backend, max_batch=max_batch, max_wait_s=max_wait_s)
+        self.batcher = Batcher(backend, max_batch=max_batch, max_wait_s=max_wait_s,
+                               rows=self.local)
         self.decoder: Any = None
         if self.local:  # torch loads here
             from blackbox.engine.scheduler import DEFAULT_MAX_QUEUE, DecodeScheduler
