@@ -109,6 +109,33 @@ def run_recipe(
     return RunResult(rd.path, summary)
 
 
+@dataclass
+class RunReport:
+    """A finished run as ``bbx report`` shows it: the summary (with the ledger's counts)."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+    def renderable(self) -> Any:
+        """The rich renderable a person reads (:mod:`blackbox.report`)."""
+        from blackbox.report import render
+
+        return render(self.summary, self.run_dir)
+
+
+def report(run_dir: str | Path) -> RunReport:
+    """A finished run's report (``bbx report``): its summary plus the ledger's row counts;
+    an unfinished run (no ``summary.json``) is a user error naming how to resume it."""
+    from blackbox.runs import read_run
+
+    run = read_run(run_dir)
+    if run["summary"] is None:
+        raise BbxError(f"run {run_dir} has not finished (no summary.json): resume it with "
+                       f"bbx run RECIPE --run-dir {run_dir}")
+    summary = {**run["summary"], "ledger": ledger_counts(Path(run_dir) / "ledger.jsonl")}
+    return RunReport(Path(run_dir), summary)
+
+
 def task_notes(recipe: RecipeBase) -> dict[str, str]:
     """What a run's notes say about where its splits came from, for a user's own files."""
     task = recipe.get_task()

@@ -204,4 +204,6 @@ def _row(name: str, summary: dict[str, Any], step_dir: Path) -> dict[str, Any]:
             "accuracy": shown[2] if shown else None,
             "queries": usage.get("queries", 0), "cached": usage.get("cached", 0),
             "tokens": usage.get("tokens", 0), "wall_s": summary.get("run_wall_s"),
-            "artefact": artefact}
+            "artefact": artefact,
+            # dollars only where the backend prices its calls (the report adds a column)
+            **({"usd": usage["usd"]} if usage.get("usd") is not None else {})}
