@@ -136,6 +136,14 @@ def report(run_dir: str | Path) -> RunReport:
     return RunReport(Path(run_dir), summary)
 
 
+def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
+    """``bbx plot`` as a function: the curves of one or more run directories on one axis
+    (:func:`blackbox.plots.plot_runs`); returns the PNG's path."""
+    from blackbox.plots import plot_runs
+
+    return plot_runs(run_dirs, out)
+
+
 def task_notes(recipe: RecipeBase) -> dict[str, str]:
     """What a run's notes say about where its splits came from, for a user's own files."""
     task = recipe.get_task()

@@ -159,6 +159,19 @@ def report_cmd(
         console().print(rep.renderable())
 
 
+@app.command("plot")
+def plot_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
+    out: Annotated[Path | None, typer.Option(help="The PNG to write (default: next to the "
+                                             "first run, <run_dir>.png).")] = None,
+) -> None:
+    """Plot runs against the queries they paid: each trial and the best so far (search-prompt,
+    merge), the learning curve (distill); several runs on one axis. Prints the PNG's path."""
+    from blackbox.api import plot
+
+    typer.echo(str(plot(list(run_dirs), out)))
+
+
 @app.command("ls")
 def ls_cmd(
     what: Annotated[str, typer.Argument(
