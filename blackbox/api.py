@@ -88,7 +88,7 @@ def run_recipe(
             budget=Budget(recipe.budget.max_queries, recipe.budget.max_tokens),
         )
         ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress,
-                         allow_overlap=recipe.allow_overlap)
+                         allow_overlap=recipe.allow_overlap, label=method)
         ctx.notes.update(task_notes(recipe))
         rd.write_manifest(method=method, seed=recipe.seed, task=recipe.task_name,
                           backend={"kind": inner.name, "fingerprint": inner.fingerprint,

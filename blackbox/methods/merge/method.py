@@ -79,7 +79,7 @@ class _Stage:
         return run_search(objective, opt, max_trials=self.cfg.evaluations,
                           batch_size=self.cfg.popsize,
                           trials_path=ctx.run_dir.path / f"trials-{self.name}.jsonl",
-                          progress=ctx.show_progress,
+                          progress=ctx.stages, stage=f"{self.name} ({opt.name})",
                           describe=lambda v: "[" + ", ".join(f"{x:.2f}" for x in v) + "]")
 
 
@@ -245,7 +245,7 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
         with ctx.progress() as bar:
             scores = label_scores(ctx.backend, prompts_of(task, recipe.template, test), words,
                                   adapter=spec, chunk=recipe.chunk, progress=bar,
-                                  description=f"test {task.name}")
+                                  description="test")
         gold = np.array([e.label for e in test])
         ce, acc = ce_and_accuracy(scores, gold)
         out["test"] = {"n": len(test), "loss": ce, "accuracy": acc,
