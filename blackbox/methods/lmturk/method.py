@@ -229,9 +229,14 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
     ctx.check_leak({"gold examples": splits.gold, "pool": splits.pool_texts},
                    {"evaluation set": splits.eval})
     fm = feature_model(recipe, ctx)
-    x_gold = fm.embed([e.text for e in splits.gold])
-    x_pool = fm.embed(splits.pool_texts)
-    x_eval = fm.embed([e.text for e in splits.eval])
+    n_texts = len(splits.gold) + len(splits.pool_texts) + len(splits.eval)
+    with ctx.stages.stage(f"features ({fm.spec['kind']})", n_texts, unit="texts") as st:
+        x_gold = fm.embed([e.text for e in splits.gold])
+        st.advance(len(splits.gold))
+        x_pool = fm.embed(splits.pool_texts)
+        st.advance(len(splits.pool_texts))
+        x_eval = fm.embed([e.text for e in splits.eval])
+        st.advance(len(splits.eval))
     y_gold = np.array([e.label for e in splits.gold])
     y_eval = np.array([e.label for e in splits.eval])
     workers = make_workers(task, splits.gold, recipe.workers, recipe.demos_per_class,

@@ -175,7 +175,9 @@ def _choose(recipe: MergeRecipe, ctx: RunContext, names: list[str],
     if v == "uniform":
         return mixture(names, [1.0] * n, [1.0 / n] * n), {}
     if v == "best-single":
-        results = loss.evaluate(names)  # N adapters, one call
+        with ctx.stages.stage("best single", len(names), unit="adapters") as st:
+            results = loss.evaluate(names)  # N adapters, one call
+            st.update(len(names))
         ces = [r[1]["ce"] for r in results]
         best = int(np.argmin(ces))
         return names[best], {"candidates": {nm: r[1] for nm, r in zip(names, results,
