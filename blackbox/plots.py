@@ -147,12 +147,12 @@ def _best_so_far(ys: list[float], higher: bool) -> list[float]:
     return out
 
 
-def _claps(run: Path, summary: dict[str, Any]) -> _Curve | None:
+def _claps(run: Path, summary: dict[str, Any], recipe: dict[str, Any]) -> _Curve | None:
     trials = _jsonl(run / "trials.jsonl") if (run / "trials.jsonl").is_file() else []
     if not trials:
         return None
     # each trial scores the prompt on the train batch; pruning paid before the first trial
-    n = int((summary.get("train") or {}).get("n") or 1)
+    n = int((summary.get("train") or {}).get("n") or recipe.get("train_batch") or 1)
     start = int((summary.get("queries") or {}).get("pruning") or 0)
     ys = [float(t["info"]["acc"]) if "acc" in t.get("info", {}) else -float(t["loss"])
           for t in trials]
@@ -213,7 +213,7 @@ def _curves(run: Path) -> list[_Curve]:
     if method == "chain" or (not method and "steps" in recipe):
         return [c for step in sorted((run / "steps").glob("*/recipe.yaml"))
                 for c in _curves(step.parent)]
-    reader = {"search-prompt": lambda: _claps(run, summary),
+    reader = {"search-prompt": lambda: _claps(run, summary, recipe),
               "merge": lambda: _merge(run, summary, recipe),
               "distill": lambda: _distill(run, summary, recipe)}.get(str(method))
     curve = reader() if reader is not None else None

@@ -15,6 +15,7 @@ the same :meth:`Stages.note` lines. Everything goes to stderr: stdout stays for 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -80,11 +81,13 @@ class Stages:
 
     @property
     def terminal(self) -> bool:
-        """Whether bars can be drawn: stderr is a terminal (rich's test: FORCE_COLOR, TERM)."""
+        """Whether bars can be drawn: stderr is a real terminal (not ``TERM=dumb``). Asked of
+        the stream itself, not rich's guess, which ``FORCE_COLOR`` (set by some CI systems)
+        turns on: a log file must get plain lines."""
         if self._terminal is None:
-            from rich.console import Console
-
-            self._terminal = Console(file=self._out()).is_terminal
+            out = self._out()
+            self._terminal = bool(getattr(out, "isatty", lambda: False)()) and \
+                os.environ.get("TERM") != "dumb"
         return self._terminal
 
     def _out(self) -> TextIO:

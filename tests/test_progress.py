@@ -105,3 +105,10 @@ def test_distill_logs_its_rounds_and_stages(tmp_path: Path,
     (learning,) = [m for name, m in lines.items() if name.startswith("active learning")]
     assert learning["unit"] == "annotation queries" and learning["label"] == "distill"
     assert "[distill] round 0:" in err and "\x1b" not in err
+
+
+def test_force_color_does_not_turn_a_log_file_into_bars(tmp_path: Path) -> None:
+    proc = bbx("eval", "--task", "trec", "--backend", "fake", "--limit", "10",
+               "--output-dir", str(tmp_path), env={"FORCE_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "[eval] stage test: 10/10 items" in proc.stderr and "\x1b" not in proc.stderr

@@ -85,7 +85,7 @@ def _unpack(out: Any, n: int) -> tuple[list[float], list[dict[str, Any]]]:
 @contextlib.contextmanager
 def _progress(progress: bool | Stages, name: str, total: int) -> Iterator[Any]:
     """The search's stage on the caller's display (or a display of its own: ``True``)."""
-    stages = progress if isinstance(progress, Stages) else Stages(name, enabled=progress)
+    stages = progress if isinstance(progress, Stages) else Stages("search", enabled=progress)
     with stages.stage(name, total, unit="trials") as st:
         # the best so far is the status a person watches a search for
         yield lambda n, best: st.update(n, info=f"best {best}")
