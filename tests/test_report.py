@@ -57,6 +57,8 @@ def test_committed_runs_render_their_key_numbers(kind: str) -> None:
     assert "ledger_rows_this_run" not in out  # raw keys stay behind --json
     if rep.summary["method"] == "search-prompt":
         assert repr(rep.summary["best_prompt"]) in out
+        pruning = json.loads((run_dir / "pruning.json").read_text())
+        assert f"{pct(pruning['empty_prompt']['acc'])} (no prompt) → " in out  # before → after
     if rep.summary["method"] == "distill":
         assert pct(rep.summary["gold_only_accuracy"]) in out  # before → after
     if rep.summary["method"] == "decode" and "zero-shot" in rep.summary["variants"]:

@@ -16,9 +16,12 @@ def render(summary: dict[str, Any], run_dir: Path | str | None = None) -> Render
     rows: list[Row] = [("task", str(summary.get("task", "-")))]
     if test.get("accuracy") is not None:
         rows.append(accuracy_row(test["accuracy"], test.get("n")))
-    rows.append(("dev / train accuracy", f"{pct(dev.get('accuracy'))} / "
-                                         f"{pct(train.get('accuracy'))} ({train.get('n', '-')}"
-                                         " train items)"))
+    empty = _empty_prompt_accuracy(run_dir)
+    if train.get("accuracy") is not None:
+        rows.append(accuracy_row(train["accuracy"], train.get("n"), empty, "no prompt",
+                                 split="train"))
+    if dev.get("accuracy") is not None:
+        rows.append(("dev accuracy", f"{pct(dev['accuracy'])} (picks among the top prompts)"))
     if "best_prompt" in summary:
         rows.append(("prompt found", f"[bold]{summary['best_prompt']!r}[/]"))
     rows.append(("template", repr(summary.get("template", ""))))
@@ -44,3 +47,18 @@ def render(summary: dict[str, Any], run_dir: Path | str | None = None) -> Render
         rows.append(("time by stage", ", ".join(stages)))
     rows += artefact_rows(run_dir, trials="trials.jsonl", pruning="pruning.json")
     return report("bbx search-prompt (ClaPS)", rows, summary, run_dir)
+
+
+def _empty_prompt_accuracy(run_dir: Path | str | None) -> float | None:
+    """The train accuracy without a prompt, which influence pruning measures first (its
+    ``pruning.json``): the one "before" a search-prompt run holds."""
+    import json
+
+    path = Path(run_dir) / "pruning.json" if run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        acc = (json.loads(path.read_text()).get("empty_prompt") or {}).get("acc")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return float(acc) if isinstance(acc, (int, float)) else None
