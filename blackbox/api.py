@@ -133,6 +133,11 @@ def report(run_dir: str | Path) -> RunReport:
         raise BbxError(f"run {run_dir} has not finished (no summary.json): resume it with "
                        f"bbx run RECIPE --run-dir {run_dir}")
     summary = {**run["summary"], "ledger": ledger_counts(Path(run_dir) / "ledger.jsonl")}
+    recipe = run["recipe"] if isinstance(run["recipe"], dict) else {}
+    if "method" not in summary and recipe.get("method"):
+        # a failed run's summary does not say its method; its recipe does (its renderer then
+        # shows the failure with whatever the run got to)
+        summary["method"] = recipe["method"]
     return RunReport(Path(run_dir), summary)
 
 

@@ -128,3 +128,20 @@ def test_decode_predict_summary_renders() -> None:
                           "predicted": {"a": 3, "b": 1}, "decoder_file": "d.safetensors",
                           "predictions": ["p.jsonl"], "n_labelled": 4, "accuracy": 0.75}))
     assert "75.0% on 4 items" in out and "a 3, b 1" in out and "p.jsonl" in out
+
+
+@pytest.mark.parametrize("method", ["eval", "search-prompt", "decode", "distill", "merge"])
+def test_every_renderer_shows_a_failed_run(method: str) -> None:
+    out = text_of(render({"method": method, "status": "failed", "error": "budget exhausted",
+                          "usage": {"queries": 3, "tokens": 7, "cached": 0},
+                          "run_wall_s": 1.5}))
+    assert "failed: budget exhausted" in out and "1.5 s" in out
+
+
+def test_a_failed_run_directory_is_reported_by_its_recipes_method(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text("method: search-prompt\ntask: sst-2\n")
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"status": "failed", "error": "budget.max_queries reached", "paid_rows": 5,
+         "usage": {"queries": 5, "tokens": 50, "cached": 0}, "run_wall_s": 2.0}))
+    out = text_of(report(tmp_path).renderable())
+    assert "bbx search-prompt (ClaPS)" in out and "failed: budget.max_queries reached" in out
