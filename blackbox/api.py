@@ -91,7 +91,7 @@ def run_recipe(
             budget=Budget(recipe.budget.max_queries, recipe.budget.max_tokens),
         )
         ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress,
-                         allow_overlap=recipe.allow_overlap)
+                         allow_overlap=recipe.allow_overlap, label=method)
         ctx.notes.update(task_notes(recipe))
         rd.write_manifest(method=method, seed=recipe.seed, task=recipe.task_name,
                           backend={"kind": inner.name, "fingerprint": inner.fingerprint,
@@ -110,6 +110,46 @@ def run_recipe(
         summary["notes"] = ctx.notes
     rd.write_summary(summary)
     return RunResult(rd.path, summary)
+
+
+@dataclass
+class RunReport:
+    """A finished run as ``bbx report`` shows it: the summary (with the ledger's counts)."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+    def renderable(self) -> Any:
+        """The rich renderable a person reads (:mod:`blackbox.report`)."""
+        from blackbox.report import render
+
+        return render(self.summary, self.run_dir)
+
+
+def report(run_dir: str | Path) -> RunReport:
+    """A finished run's report (``bbx report``): its summary plus the ledger's row counts;
+    an unfinished run (no ``summary.json``) is a user error naming how to resume it."""
+    from blackbox.runs import read_run
+
+    run = read_run(run_dir)
+    if run["summary"] is None:
+        raise BbxError(f"run {run_dir} has not finished (no summary.json): resume it with "
+                       f"bbx run RECIPE --run-dir {run_dir}")
+    summary = {**run["summary"], "ledger": ledger_counts(Path(run_dir) / "ledger.jsonl")}
+    recipe = run["recipe"] if isinstance(run["recipe"], dict) else {}
+    if "method" not in summary and recipe.get("method"):
+        # a failed run's summary does not say its method; its recipe does (its renderer then
+        # shows the failure with whatever the run got to)
+        summary["method"] = recipe["method"]
+    return RunReport(Path(run_dir), summary)
+
+
+def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
+    """``bbx plot`` as a function: the curves of one or more run directories on one axis
+    (:func:`blackbox.plots.plot_runs`); returns the PNG's path."""
+    from blackbox.plots import plot_runs
+
+    return plot_runs(run_dirs, out)
 
 
 def task_notes(recipe: RecipeBase) -> dict[str, str]:

@@ -131,6 +131,7 @@ def run_chain(chain: dict[str, Any], run_dir: str | Path | None = None,
     :class:`~blackbox.api.RunResult` whose summary holds one row per step. ``backend``
     replaces every step's backend (tests, dry runs); it is left open."""
     from blackbox.api import RunResult, make_backend, run_recipe
+    from blackbox.progress import Stages
     from blackbox.recipes import parse_recipe
     from blackbox.runs import RunDir, is_finished, read_run
 
@@ -142,15 +143,14 @@ def run_chain(chain: dict[str, Any], run_dir: str | Path | None = None,
     summaries: dict[str, tuple[str, dict[str, Any]]] = {}
     backends: dict[str, Any] = {}  # one backend per distinct config: the model loads once
     rows = []
+    log = Stages(name, enabled=progress)  # one line per step, as each method's stage lines
     t0 = time.perf_counter()
     try:
         for i, data in enumerate(steps):
             step_dir = rd.path / "steps" / f"{i + 1:02d}-{data['name']}"
             if is_finished(step_dir):
                 summary = read_run(step_dir)["summary"]
-                if progress:
-                    print(f"[{i + 1}/{len(steps)}] {data['name']}: finished, not re-run",
-                          flush=True)
+                log.note(f"step {i + 1}/{len(steps)} {data['name']}: finished, not re-run")
             else:
                 resolved = _substitute(data, lambda r: _output(
                     summaries[r["from"]][1], summaries[r["from"]][0], r["output"]))
@@ -168,9 +168,8 @@ def run_chain(chain: dict[str, Any], run_dir: str | Path | None = None,
                     backends.setdefault(key, backend)
                 elif key not in backends:
                     backends[key] = make_backend(recipe.backend)
-                if progress:
-                    print(f"[{i + 1}/{len(steps)}] {data['name']} ({recipe.method})",  # type: ignore[attr-defined]
-                          flush=True)
+                log.note(f"step {i + 1}/{len(steps)} {data['name']} "
+                         f"({recipe.method})")  # type: ignore[attr-defined]
                 summary = run_recipe(recipe, run_dir=step_dir, progress=progress,
                                      backend=backends[key], close_backend=False).summary
             usage = summary.get("usage", {})
@@ -204,4 +203,6 @@ def _row(name: str, summary: dict[str, Any], step_dir: Path) -> dict[str, Any]:
             "accuracy": shown[2] if shown else None,
             "queries": usage.get("queries", 0), "cached": usage.get("cached", 0),
             "tokens": usage.get("tokens", 0), "wall_s": summary.get("run_wall_s"),
-            "artefact": artefact}
+            "artefact": artefact,
+            # dollars only where the backend prices its calls (the report adds a column)
+            **({"usd": usage["usd"]} if usage.get("usd") is not None else {})}

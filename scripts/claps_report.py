@@ -178,16 +178,17 @@ def goal_summary(eff: list[dict[str, Any]]) -> str:
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     """Best-so-far train accuracy (mean over seeds) against train queries, one panel per
     task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from blackbox.plots import Line, Panel, draw
+    from blackbox.plots import Series as Curve
+
     tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in runs)]
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.6),
-                             squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=False):
+    panels = []
+    for i, task in enumerate(tasks):
+        panel = Panel(title=task, xlabel="train queries (pruning included)",
+                      ylabel="best train accuracy so far (%)", legend=i == 0,
+                      legend_loc="lower right", legend_size=7)
         for method in SEARCHED:
             curves = [r["curve"] for r in runs
                       if r["task"] == task and r["method"] == method and r["curve"]]
@@ -205,18 +206,14 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
             with warnings.catch_warnings():  # before pruning ends no curve has a value
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(np.array(ys), axis=0)
-            ax.plot(xs, 100 * mean, label=LABELS[method])
+            panel.series.append(Curve(xs, 100 * mean, label=LABELS[method]))
         prune = [r["pruning_queries"] for r in runs
                  if r["task"] == task and r["method"] == "claps-greedy"]
         if prune:
-            ax.axvline(prune[0], color="grey", ls=":", lw=1)
-        ax.set_title(task)
-        ax.set_xlabel("train queries (pruning included)")
-        ax.set_ylabel("best train accuracy so far (%)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+            panel.lines.append(Line(prune[0], axis="v", ls=":", color="grey"))
+        panels.append(panel)
+    n = max(1, len(tasks))
+    draw(panels or [Panel()], path, figsize=(4.2 * n, 3.6), dpi=110)
 
 
 def efficiency_table(eff: list[dict[str, Any]], what: str,

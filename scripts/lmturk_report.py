@@ -147,40 +147,30 @@ def goal_lines(by_acq: dict[str, list[dict[str, Any]]], acqs: list[str]) -> list
 
 def plot_task(task: str, by_acq: dict[str, list[dict[str, Any]]], acqs: list[str],
               refs: list[dict[str, Any]], plot_dir: Path) -> Path:
-    import matplotlib
+    from blackbox.plots import Line, Panel, Series, draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    panel = Panel(title=f"LMTurk on {task} (SmolLM2-135M workers), mean over seeds",
+                  xlabel="LLM queries (workers x items)",
+                  ylabel="student accuracy (evaluation set)", legend_size=7)
     for k, a in enumerate(acqs):
         curves = [r["rounds"] for r in by_acq[a]]
         qs = sorted({x["queries"] for c in curves for x in c})
         acc = np.array([[curve_at(c, q) for q in qs] for c in curves])
         mean = acc.mean(axis=0)
-        ax.plot(qs, mean, marker="o", ms=3, color=f"C{k}", label=a)
+        band = None
         if len(curves) > 1:
             sd = acc.std(axis=0, ddof=1)
-            ax.fill_between(qs, mean - sd, mean + sd, color=f"C{k}", alpha=0.12)
+            band = (mean - sd, mean + sd)
+        panel.series.append(Series(qs, mean, label=a, marker="o", color=f"C{k}", band=band))
     up = [s["upper_bound_accuracy"] for s in refs if s["upper_bound_accuracy"] is not None]
     if up:
-        ax.axhline(float(np.mean(up)), ls="--", color="black", lw=1,
-                   label="upper bound (gold pool)")
+        panel.lines.append(Line(float(np.mean(up)), label="upper bound (gold pool)", ls="--",
+                                color="black"))
     we = [s["workers_eval"][s["aggregation"]] for s in refs if s.get("workers_eval")]
     if we:
-        ax.axhline(float(np.mean(we)), ls=":", color="gray", lw=1.2,
-                   label=f"workers ({refs[0]['aggregation']}) at test time")
-    ax.set_xlabel("LLM queries (workers x items)")
-    ax.set_ylabel("student accuracy (evaluation set)")
-    ax.set_title(f"LMTurk on {task} (SmolLM2-135M workers), mean over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    path = plot_dir / f"lmturk-{task}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        panel.lines.append(Line(float(np.mean(we)), ls=":", lw=1.2,
+                                label=f"workers ({refs[0]['aggregation']}) at test time"))
+    return draw([panel], plot_dir / f"lmturk-{task}.png", figsize=(6.4, 4.2), dpi=120)
 
 
 def config_lines(runs: list[dict[str, Any]]) -> list[str]:

@@ -227,26 +227,20 @@ from cached features (normalization statistics, 30 epochs, β search on dev) on 
 
 
 def _plot(by: dict, tasks: list[str], shots: list[int], path: Path) -> None:
-    import matplotlib
+    from blackbox.plots import Panel, Series, draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), sharey=False)
-    axes = np.atleast_1d(axes)
-    for ax, t in zip(axes, tasks, strict=True):
+    panels = []
+    for i, t in enumerate(tasks):
+        panel = Panel(title=t, xlabel="shots per class", log2_x=True, xticks=shots,
+                      ylabel="test accuracy (%)" if i == 0 else "", legend=i == len(tasks) - 1,
+                      legend_size=7)
         for m, name in METHODS:
             ys = [100 * np.mean([r["variants"][m]["accuracy"] for r in by[(t, k)]])
                   if by.get((t, k)) else np.nan for k in shots]
-            ax.plot(shots, ys, marker="o", label=name, lw=2 if m in ("mpd", "dect") else 1)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(shots, [str(k) for k in shots])
-        ax.set_title(t)
-        ax.set_xlabel("shots per class")
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+            panel.series.append(Series(shots, ys, marker="o", ms=6, label=name,
+                                       lw=2 if m in ("mpd", "dect") else 1))
+        panels.append(panel)
+    draw(panels, path, figsize=(3.2 * len(tasks), 3), dpi=110)
 
 
 if __name__ == "__main__":

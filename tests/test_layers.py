@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "blackbox"
 LAYERS: dict[str, int] = {
     "blackbox": 0, "blackbox.errors": 0, "blackbox.paths": 0, "blackbox.registry": 0,
     "blackbox.stats": 0, "blackbox.machine": 0, "blackbox.runs": 0, "blackbox.grid": 0,
+    "blackbox.progress": 0, "blackbox.plots": 0,
     "blackbox.data": 1,
     "blackbox.engine": 2,
     "blackbox.backends": 3,
@@ -19,7 +20,7 @@ LAYERS: dict[str, int] = {
     "blackbox.recipes.schema": 5,
     "blackbox.methods": 6,
     "blackbox.recipes": 7, "blackbox.recipes.loader": 7,
-    "blackbox.api": 8, "blackbox.chains": 8,
+    "blackbox.api": 8, "blackbox.chains": 8, "blackbox.report": 8,
     "blackbox.cli": 9,
 }
 

@@ -7,8 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from blackbox.runs import held_out
-
 
 def console(stderr: bool = False) -> Any:
     """A rich console on stdout (or stderr, where progress and messages go)."""
@@ -17,75 +15,16 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr)
 
 
-def _without_correct(value: Any) -> Any:
-    """A summary value without its per-item ``correct`` strings (long, and for reports)."""
-    if isinstance(value, dict):
-        return {k: _without_correct(v) for k, v in value.items()
-                if k not in ("correct", "gold_only_correct")}
-    return value
-
-
-def render_summary(summary: dict[str, Any], run_dir: Path | str | None = None) -> None:
-    """A two-column rich table of a run's summary, led by its held-out accuracy."""
-    from rich.table import Table
-
-    table = Table(title=f"bbx {summary.get('method', 'run')}", show_header=True)
-    table.add_column("field")
-    table.add_column("value", overflow="fold")
-    shown = held_out(summary)
-    if shown is not None:
-        split, n, acc = shown
-        table.add_row(f"[bold]{split} accuracy ({n})[/]", f"[bold]{acc:.4f}[/]")
-    if summary.get("status") == "failed":
-        table.add_row("[bold red]status[/]", f"failed: {summary.get('error')}")
-    for key, value in _without_correct(summary).items():
-        if isinstance(value, float):
-            value = f"{value:.4f}"
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                              for k, v in value.items())
-        table.add_row(key, str(value))
-    if run_dir is not None:
-        table.add_row("run_dir", str(run_dir))
-    console().print(table)
-
-
-def render_chain(summary: dict[str, Any], run_dir: Path | str | None = None) -> None:
-    """One table across a chain's steps: held-out accuracy, what each paid, the artefact."""
-    from rich.table import Table
-
-    table = Table(title="bbx chain")
-    for col in ("step", "method", "held-out accuracy", "queries paid", "cached", "tokens",
-                "wall s", "artefact"):
-        table.add_column(col, overflow="fold")
-    for r in summary["steps"]:
-        acc = (f"{100 * r['accuracy']:.1f}% ({r['split']}, {r['n']})"
-               if r.get("accuracy") is not None else "-")
-        art = r.get("artefact")
-        table.add_row(r["step"], r["method"], acc, str(r["queries"]), str(r["cached"]),
-                      str(r["tokens"]), f"{r['wall_s']:.0f}" if r.get("wall_s") else "-",
-                      "-" if art is None else repr(art) if r["method"] == "search-prompt"
-                      else str(art))
-    out = console()
-    out.print(table)
-    if summary.get("deploy") is not None:
-        out.print(f"deploy: {summary['deploy']}")
-    if run_dir is not None:
-        out.print(f"run_dir: {run_dir}")
-
-
 def emit(summary: dict[str, Any], run_dir: Path | str | None, json_out: bool) -> None:
     """Print a summary as a table, or as JSON with ``--json``."""
     if json_out:
         import json
 
         typer.echo(json.dumps({**summary, "run_dir": str(run_dir)}, indent=2, default=str))
-    elif summary.get("method") == "chain":
-        render_chain(summary, run_dir)
     else:
-        render_summary(summary, run_dir)
+        from blackbox.report import render
 
-
+        console().print(render(summary, run_dir))
 
 
 # -- a task from the user's own files, the same options on every method command -------------

@@ -23,6 +23,7 @@ from blackbox.cli.common import (
     TestOpt,
     TrainOpt,
     backend_config,
+    console,
     emit,
     render_task_check,
     task_option,
@@ -147,15 +148,28 @@ def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Show a finished run's summary, usage and ledger counts."""
-    from blackbox.runs import ledger_counts, read_run
+    """Show a finished run as a person reads it: accuracy (before → after) on how many test
+    items, what was found, what it paid, where the artefact is (--json: the raw summary)."""
+    from blackbox.api import report
 
-    run = read_run(run_dir)
-    if run["summary"] is None:
-        raise BbxError(f"run {run_dir} has not finished (no summary.json): resume it with "
-                       f"bbx run RECIPE --run-dir {run_dir}")
-    summary = {**run["summary"], "ledger": ledger_counts(Path(run_dir) / "ledger.jsonl")}
-    emit(summary, run_dir, json_out)
+    rep = report(run_dir)
+    if json_out:
+        emit(rep.summary, rep.run_dir, json_out=True)
+    else:
+        console().print(rep.renderable())
+
+
+@app.command("plot")
+def plot_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run directories.")],
+    out: Annotated[Path | None, typer.Option(help="The PNG to write (default: next to the "
+                                             "first run, <run_dir>.png).")] = None,
+) -> None:
+    """Plot runs against the queries they paid: each trial and the best so far (search-prompt,
+    merge), the learning curve (distill); several runs on one axis. Prints the PNG's path."""
+    from blackbox.api import plot
+
+    typer.echo(str(plot(list(run_dirs), out)))
 
 
 @app.command("ls")

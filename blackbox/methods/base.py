@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from blackbox.progress import Stages
 from blackbox.runs import RunDir, child_rng
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
-
-    from rich.progress import Progress
 
     from blackbox.backends.metered import MeteredBackend
 
@@ -29,6 +27,8 @@ class RunContext:
     show_progress: bool = True
     notes: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (fallbacks, ...)
     allow_overlap: bool = False  # the recipe's allow_overlap (see :meth:`check_leak`)
+    label: str = "bbx"  # what leads each progress line: the method's name
+    _stages: Stages | None = field(default=None, init=False, repr=False)
 
     def check_leak(self, fit: Mapping[str, Sequence[Any]],
                    held_out: Mapping[str, Sequence[Any]]) -> None:
@@ -45,24 +45,17 @@ class RunContext:
         """A generator for purpose ``name``, independent of every other name."""
         return child_rng(self.seed, name)
 
-    @contextmanager
-    def progress(self) -> Iterator[Progress | None]:
-        """A rich progress display on stderr (``None`` when progress is off)."""
-        if not self.show_progress:
-            yield None
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    @property
+    def stages(self) -> Stages:
+        """The run's progress display (:mod:`blackbox.progress`): bars on a terminal, one
+        line per stage elsewhere, each stage counting the queries paid through the backend;
+        silent when progress is off. One per run, so nested stages share one display."""
+        if self._stages is None:
+            self._stages = Stages(self.label, queries=lambda: self.backend.usage.queries,
+                                  enabled=self.show_progress)
+        return self._stages
 
-        console = Console(file=sys.stderr)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                      transient=True) as bar:
-            yield bar
+    @contextmanager
+    def progress(self) -> Iterator[Stages | None]:
+        """The run's display for functions that take ``progress=`` (``None`` when off)."""
+        yield self.stages if self.show_progress else None

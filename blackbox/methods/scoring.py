@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from blackbox.backends.base import Adapter, Backend
+    from blackbox.progress import Stages
 
 
 def label_scores(
@@ -20,18 +19,19 @@ def label_scores(
     *,
     adapter: Adapter = None,
     chunk: int = 256,
-    progress: Progress | None = None,
+    progress: Stages | None = None,
     description: str = "scoring",
 ) -> np.ndarray:
     """``(n, n_classes)`` label-word log-probs, sent in chunks so progress moves and a budget
     stop loses at most one chunk (everything before it is already cached)."""
+    from blackbox.progress import stage
+
     out: list[list[float]] = []
-    bar = progress.add_task(description, total=len(prompts)) if progress is not None else None
-    for start in range(0, len(prompts), chunk):
-        part = list(prompts[start:start + chunk])
-        out.extend(backend.label_logprobs(part, list(label_words), adapter=adapter))
-        if progress is not None and bar is not None:
-            progress.advance(bar, len(part))
+    with stage(progress, description, len(prompts)) as st:
+        for start in range(0, len(prompts), chunk):
+            part = list(prompts[start:start + chunk])
+            out.extend(backend.label_logprobs(part, list(label_words), adapter=adapter))
+            st.advance(len(part))
     return np.asarray(out, dtype=np.float64).reshape(len(prompts), len(label_words))
 
 

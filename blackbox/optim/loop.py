@@ -25,6 +25,7 @@ from typing import Any, Literal
 from blackbox.errors import BbxError, BudgetExceeded
 from blackbox.optim.base import Candidate, Optimizer, Value
 from blackbox.optim.trials import TrialWriter, read_trials
+from blackbox.progress import Stages
 
 Objective = Callable[[list[Value]], Sequence[float] | Sequence[tuple[float, dict[str, Any]]]]
 Describe = Callable[[Value], str]
@@ -82,21 +83,12 @@ def _unpack(out: Any, n: int) -> tuple[list[float], list[dict[str, Any]]]:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, name: str, total: int) -> Iterator[Any]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("best {task.fields[best]}"),
-                   disable=not enabled)
-    with bar:
-        task = bar.add_task(name, total=total, best="-")
-        yield lambda n, best: bar.update(task, completed=n, best=best)
+def _progress(progress: bool | Stages, name: str, total: int) -> Iterator[Any]:
+    """The search's stage on the caller's display (or a display of its own: ``True``)."""
+    stages = progress if isinstance(progress, Stages) else Stages("search", enabled=progress)
+    with stages.stage(name, total, unit="trials") as st:
+        # the best so far is the status a person watches a search for
+        yield lambda n, best: st.update(n, info=f"best {best}")
 
 
 class _Search:
@@ -189,8 +181,9 @@ def run_search(
     max_trials: int,
     batch_size: int,
     trials_path: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | Stages = True,
     describe: Describe | None = None,
+    stage: str | None = None,
 ) -> SearchResult:
     """Minimize ``objective`` with ``optimizer`` for at most ``max_trials`` evaluations.
 
@@ -208,7 +201,9 @@ def run_search(
     The search stops after ``max_trials`` trials (``stopped="max_trials"``) or when the
     objective raises :class:`BudgetExceeded` (``stopped="budget"``; the batch in flight is
     dropped, the best so far returned). ``describe(value)`` renders a value for the progress
-    line and the rows (e.g. the prompt text behind token indices).
+    line and the rows (e.g. the prompt text behind token indices). ``progress`` is a
+    run's display (:class:`~blackbox.progress.Stages`) or whether to show one of its own;
+    ``stage`` names the search's stage on it (default ``search (<optimizer>)``).
     """
     if not isinstance(max_trials, int) or max_trials < 0:
         raise BbxError(f"max_trials must be a non-negative integer, got {max_trials!r}")
@@ -220,7 +215,7 @@ def run_search(
     search = _Search(objective, optimizer, writer, describe)
     stopped: Literal["max_trials", "budget"] = "max_trials"
     try:
-        with _progress(progress, optimizer.name, max_trials) as update:
+        with _progress(progress, stage or f"search ({optimizer.name})", max_trials) as update:
             try:
                 while search.n < min(len(rows), max_trials):
                     k = min(batch_size, max_trials - search.n)

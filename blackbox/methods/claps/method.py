@@ -75,10 +75,14 @@ class _Run:
         clustered = vocab
         if recipe.clusters and recipe.clusters < len(vocab):
             t0 = time.perf_counter()
-            vectors, how = candidate_vectors(vocab, ctx.backend, recipe.embeddings,
-                                             chunk=recipe.chunk)
-            cache = recipe.cache_dir or responses_dir()
-            index, hit = cached_clusters(vectors, recipe.clusters, recipe.cluster_seed, cache)
+            # one stage (no finer steps): embedding the candidates, then k-means
+            with ctx.stages.stage("clustering", len(vocab), unit="candidates") as st:
+                vectors, how = candidate_vectors(vocab, ctx.backend, recipe.embeddings,
+                                                 chunk=recipe.chunk)
+                cache = recipe.cache_dir or responses_dir()
+                index, hit = cached_clusters(vectors, recipe.clusters, recipe.cluster_seed,
+                                             cache)
+                st.update(len(vocab), info=f"{recipe.clusters} clusters")
             clustered = vocab.subset(index)
             info.update(embeddings=how, clusters=recipe.clusters, clusters_cached=hit)
             self.timed("clustering", t0)
@@ -104,7 +108,7 @@ class _Run:
         prompts = [""] + [t.strip() for t in clustered.texts]
         with ctx.progress() as bar:
             scores = self.scorer.score(prompts, chunk=recipe.chunk, progress=bar,
-                                       description=f"pruning {len(clustered)} tokens x {n}")
+                                       description="pruning")
         self.queries["pruning"] = len(prompts) * n
         influence = influence_scores(_rows(scores, 1, None), _rows(scores, 0, 1),
                                      recipe.prune_score)
@@ -168,7 +172,7 @@ class _Run:
             with ctx.progress() as bar:
                 scores = PromptScorer(ctx.backend, self.task, self.template, dev).score(
                     [c["prompt"] for c in cands], chunk=recipe.chunk, progress=bar,
-                    description=f"dev: {len(cands)} prompts x {len(dev)}")
+                    description="dev")
         except BudgetExceeded:
             self.stopped["dev"] = "budget.max_queries reached"
             self.timed("dev", t0)
@@ -188,7 +192,7 @@ class _Run:
             with ctx.progress() as bar:
                 s = PromptScorer(ctx.backend, self.task, self.template, test).score(
                     [prompt], chunk=recipe.chunk, progress=bar,
-                    description=f"test: {len(test)} examples")
+                    description="test")
         except BudgetExceeded:
             self.stopped["test"] = "budget.max_queries reached"
             return None

@@ -21,9 +21,8 @@ from blackbox.data.tasks import Task, render
 from blackbox.methods.scoring import class_log_probs, label_scores, macro_f1
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from blackbox.backends.base import Backend
+    from blackbox.progress import Stages
 
 
 @dataclass
@@ -78,7 +77,7 @@ class PromptScorer:
                 for p in prompts for e in self.examples]
 
     def score(self, prompts: Sequence[str], *, chunk: int | None = None,
-              progress: Progress | None = None, description: str = "scoring") -> PromptScores:
+              progress: Stages | None = None, description: str = "scoring") -> PromptScores:
         """Score ``prompts`` on every example.
 
         Without ``chunk`` the whole batch is ONE metered call (how the search objective

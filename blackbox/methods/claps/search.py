@@ -83,7 +83,7 @@ def search_prompts(recipe: ClapsRecipe, ctx: RunContext, pspace: PromptSpace,
                 for r, a in zip(scores.reward, scores.accuracy, strict=True)]
 
     result = run_search(objective, opt, max_trials=max_trials, batch_size=batch,
-                        trials_path=ctx.run_dir.trials, progress=ctx.show_progress,
+                        trials_path=ctx.run_dir.trials, progress=ctx.stages,
                         describe=lambda v: repr(pspace.prompt(list(v))))
     return result, opt
 

@@ -32,7 +32,7 @@ def run(recipe: EvalRecipe, ctx: RunContext) -> dict[str, Any]:
     gold = np.array([e.label for e in examples])
     with ctx.progress() as bar:
         scores = label_scores(ctx.backend, prompts, task.label_words, chunk=recipe.chunk,
-                              progress=bar, description=f"eval {task.name}/{recipe.split}")
+                              progress=bar, description=recipe.split)
     logp = class_log_probs(scores)
     pred = logp.argmax(axis=1)
     with (ctx.run_dir.path / "predictions.jsonl").open("w") as f:

@@ -18,7 +18,6 @@ One run:
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -103,7 +102,7 @@ def _finetuned(recipe: LMTurkRecipe, ctx: RunContext, trainer: _Trainer, splits:
 
     cfg = FinetuneConfig(epochs=recipe.finetune_epochs, lr=recipe.finetune_lr)
     seed = int(ctx.rng("finetune").integers(2**31))
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if ctx.show_progress else None
+    log = (lambda m: ctx.stages.note(m.strip())) if ctx.show_progress else None
     gold = [e.text for e in splits.gold]
     eval_texts = [e.text for e in splits.eval]
     out: dict[str, Any] = {"epochs": cfg.epochs, "lr": cfg.lr}
@@ -230,9 +229,14 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
     ctx.check_leak({"gold examples": splits.gold, "pool": splits.pool_texts},
                    {"evaluation set": splits.eval})
     fm = feature_model(recipe, ctx)
-    x_gold = fm.embed([e.text for e in splits.gold])
-    x_pool = fm.embed(splits.pool_texts)
-    x_eval = fm.embed([e.text for e in splits.eval])
+    n_texts = len(splits.gold) + len(splits.pool_texts) + len(splits.eval)
+    with ctx.stages.stage(f"features ({fm.spec['kind']})", n_texts, unit="texts") as st:
+        x_gold = fm.embed([e.text for e in splits.gold])
+        st.advance(len(splits.gold))
+        x_pool = fm.embed(splits.pool_texts)
+        st.advance(len(splits.pool_texts))
+        x_eval = fm.embed([e.text for e in splits.eval])
+        st.advance(len(splits.eval))
     y_gold = np.array([e.label for e in splits.gold])
     y_eval = np.array([e.label for e in splits.eval])
     workers = make_workers(task, splits.gold, recipe.workers, recipe.demos_per_class,
@@ -253,7 +257,7 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
     acq_rng = ctx.rng("acquisition")
     eval_preds: list[np.ndarray] = []  # the student's predictions after each round
 
-    def record(bar: Any) -> None:
+    def record() -> None:
         pred = _probs(model, x_eval).argmax(axis=1)
         eval_preds.append(pred)
         row: dict[str, Any] = {
@@ -269,41 +273,39 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
         rounds.append(row)
         rounds_file.write(json.dumps(row) + "\n")
         rounds_file.flush()
-        if bar is not None:
-            extra = f" labels {row['label_accuracy']:.3f}" if "label_accuracy" in row else ""
-            bar.console.print(f"round {row['round']:>3}  queries {used:>6}/{recipe.queries}  "
-                              f"labelled {row['labelled']:>5}  student acc "
-                              f"{row['accuracy']:.4f}{extra}")
+        extra = f", labels {row['label_accuracy']:.3f}" if "label_accuracy" in row else ""
+        ctx.stages.note(f"round {row['round']}: {used}/{recipe.queries} queries, "
+                        f"{row['labelled']} labelled, student accuracy "
+                        f"{row['accuracy']:.4f}{extra}")
 
     try:
         with ctx.progress() as bar:
-            record(bar)
-            tracker = bar.add_task(f"distill {task.name} ({recipe.acquisition})",
-                                   total=recipe.queries) if bar is not None else None
-            while True:
-                rest = np.setdiff1d(np.arange(len(splits.pool_texts)), labelled)
-                # the calibration is paid from the annotation budget, with the first round
-                calib = crowd.calibration_queries if crowd.bias is None else 0
-                b = min(recipe.batch, (recipe.queries - used - calib) // m, len(rest))
-                if b <= 0:
-                    stop = "pool exhausted" if len(rest) == 0 else "query budget reached"
-                    break
-                pick = rest[select(recipe.acquisition, _probs(model, x_pool[rest]), x_pool[rest],
-                                   b, acq_rng)]
-                try:
-                    new = crowd.ask([splits.pool_texts[i] for i in pick])
-                except BudgetExceeded as e:
-                    stop = f"hard budget: {e}"
-                    ctx.notes["stopped_by"] = str(e)
-                    break
-                used += m * len(pick) + calib
-                labelled = np.concatenate([labelled, pick])
-                dists = np.concatenate([dists, new], axis=1)
-                posterior = aggregate(dists, recipe.aggregation)
-                model = trainer.fit(x_pool[labelled], posterior)
-                record(bar)
-                if bar is not None and tracker is not None:
-                    bar.update(tracker, completed=used)
+            record()
+            with ctx.stages.stage(f"active learning ({recipe.acquisition})",
+                                  total=recipe.queries, unit="annotation queries") as st:
+                while True:
+                    rest = np.setdiff1d(np.arange(len(splits.pool_texts)), labelled)
+                    # the calibration is paid from the annotation budget, with the first round
+                    calib = crowd.calibration_queries if crowd.bias is None else 0
+                    b = min(recipe.batch, (recipe.queries - used - calib) // m, len(rest))
+                    if b <= 0:
+                        stop = "pool exhausted" if len(rest) == 0 else "query budget reached"
+                        break
+                    pick = rest[select(recipe.acquisition, _probs(model, x_pool[rest]),
+                                       x_pool[rest], b, acq_rng)]
+                    try:
+                        new = crowd.ask([splits.pool_texts[i] for i in pick])
+                    except BudgetExceeded as e:
+                        stop = f"hard budget: {e}"
+                        ctx.notes["stopped_by"] = str(e)
+                        break
+                    used += m * len(pick) + calib
+                    labelled = np.concatenate([labelled, pick])
+                    dists = np.concatenate([dists, new], axis=1)
+                    posterior = aggregate(dists, recipe.aggregation)
+                    model = trainer.fit(x_pool[labelled], posterior)
+                    record()
+                    st.update(used)
             upper = None
             if splits.pool_has_labels:
                 y_pool = _onehot(splits.pool_labels, n_classes)

@@ -94,24 +94,13 @@ def write_noise_report(path_jsonl: Path, path_md: Path, rows: list[dict[str, Any
 def plot_learning_curve(rounds: list[dict[str, Any]], path: Path, title: str,
                         refs: dict[str, float | None]) -> Path:
     """Student accuracy against LLM queries, with horizontal reference lines (``refs``)."""
-    import matplotlib
+    from blackbox.plots import Line, Panel, Series, draw
 
-    matplotlib.use("Agg")  # no display on servers; set before pyplot is imported
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot([r["queries"] for r in rounds], [r["accuracy"] for r in rounds], marker="o", ms=3,
-            label="student")
     styles = iter(["--", ":", "-.", (0, (5, 1))])
-    for name, value in refs.items():
-        if value is not None:
-            ax.axhline(value, ls=next(styles, "--"), lw=1, color="gray", label=name)
-    ax.set_xlabel("LLM queries (workers x items)")
-    ax.set_ylabel("student accuracy (evaluation set)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    panel = Panel(series=[Series([r["queries"] for r in rounds], [r["accuracy"] for r in rounds],
+                                 label="student", marker="o")],
+                  lines=[Line(value, label=name, ls=next(styles, "--"))
+                         for name, value in refs.items() if value is not None],
+                  title=title, xlabel="LLM queries (workers x items)",
+                  ylabel="student accuracy (evaluation set)")
+    return draw([panel], path, figsize=(6, 4), dpi=120)

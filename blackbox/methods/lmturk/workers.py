@@ -26,9 +26,8 @@ from blackbox.data.tasks import render
 from blackbox.methods.scoring import class_log_probs, label_scores
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from blackbox.backends.base import Backend
+    from blackbox.progress import Stages
 
 DEMO_SEPARATOR = "\n\n"
 # Content-free inputs for contextual calibration (Zhao et al. 2021, "Calibrate Before Use").
@@ -109,7 +108,7 @@ def label(
     label_words: Sequence[str],
     *,
     chunk: int = 64,
-    progress: Progress | None = None,
+    progress: Stages | None = None,
     description: str = "workers",
 ) -> np.ndarray:
     """Ask every worker about every text: ``(M, n, C)`` class distributions.

@@ -71,7 +71,7 @@ class _Stage:
         return run_search(objective, opt, max_trials=self.cfg.evaluations,
                           batch_size=self.cfg.popsize,
                           trials_path=ctx.run_dir.path / f"trials-{self.name}.jsonl",
-                          progress=ctx.show_progress,
+                          progress=ctx.stages, stage=f"{self.name} ({opt.name})",
                           describe=lambda v: "[" + ", ".join(f"{x:.2f}" for x in v) + "]")
 
 
@@ -167,7 +167,9 @@ def _choose(recipe: MergeRecipe, ctx: RunContext, names: list[str],
     if v == "uniform":
         return mixture(names, [1.0] * n, [1.0 / n] * n), {}
     if v == "best-single":
-        results = loss.evaluate(names)  # N adapters, one call
+        with ctx.stages.stage("best single", len(names), unit="adapters") as st:
+            results = loss.evaluate(names)  # N adapters, one call
+            st.update(len(names))
         ces = [r[1]["ce"] for r in results]
         best = int(np.argmin(ces))
         return names[best], {"candidates": {nm: r[1] for nm, r in zip(names, results,
@@ -236,7 +238,7 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
         with ctx.progress() as bar:
             scores = label_scores(ctx.backend, prompts_of(task, recipe.template, test), words,
                                   adapter=spec, chunk=recipe.chunk, progress=bar,
-                                  description=f"test {task.name}")
+                                  description="test")
         gold = np.array([e.label for e in test])
         ce, acc = ce_and_accuracy(scores, gold)
         out["test"] = {"n": len(test), "loss": ce, "accuracy": acc,

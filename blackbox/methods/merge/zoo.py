@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -291,7 +290,9 @@ def build_zoo(folder: str | Path | None = None, model: str = "default",
             from blackbox.errors import did_you_mean
 
             raise BbxError(f"unknown zoo adapter '{n}'{did_you_mean(n, names)}")
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None
+    from blackbox.progress import Stages
+
+    log = Stages("zoo build", enabled=progress).note if progress else None
     exclude = target_texts()
     manifest_path = root / "zoo.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}

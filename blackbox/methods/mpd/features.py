@@ -20,9 +20,8 @@ from blackbox.data.tasks import render
 from blackbox.errors import BbxError
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from blackbox.backends.base import Backend
+    from blackbox.progress import Stages
 
 _ALPHA = re.compile(r"^[A-Za-z]{2,}$")
 _WORDS = re.compile(r"[A-Za-z]{3,}")
@@ -189,7 +188,7 @@ def query_features(
     route: str = "native",
     max_words: int | None = None,
     chunk: int = 64,
-    progress: Progress | None = None,
+    progress: Stages | None = None,
     description: str = "features",
     derive: LogprobsFromHidden | None = None,
 ) -> Features:
@@ -203,20 +202,21 @@ def query_features(
     n, p = len(texts), len(templates)
     hidden: list[list[list[float]]] = [[] for _ in range(p)]
     logp: list[list[list[float]]] = [[] for _ in range(p)]
-    bar = progress.add_task(description, total=n * p) if progress is not None else None
-    for start in range(0, n, chunk):
-        part = texts[start:start + chunk]
-        for j, template in enumerate(templates):
-            prompts = [render(template, t, "", max_words) for t in part]
-            got = (backend.embed(prompts) if route == "embed"
-                   else backend.hidden(prompts, "last"))
-            hidden[j].extend(got)
-            if derive is not None:
-                logp[j].extend(derive(np.asarray(got)).tolist())
-            else:
-                logp[j].extend(backend.label_logprobs(prompts, list(words)))
-            if progress is not None and bar is not None:
-                progress.advance(bar, len(part))
+    from blackbox.progress import stage
+
+    with stage(progress, description, n * p) as st:
+        for start in range(0, n, chunk):
+            part = texts[start:start + chunk]
+            for j, template in enumerate(templates):
+                prompts = [render(template, t, "", max_words) for t in part]
+                got = (backend.embed(prompts) if route == "embed"
+                       else backend.hidden(prompts, "last"))
+                hidden[j].extend(got)
+                if derive is not None:
+                    logp[j].extend(derive(np.asarray(got)).tolist())
+                else:
+                    logp[j].extend(backend.label_logprobs(prompts, list(words)))
+                st.advance(len(part))
     if n == 0:
         return Features(np.zeros((0, p, 0), np.float32), np.zeros((0, p, len(words))))
     h = np.stack([np.asarray(x, dtype=np.float32) for x in hidden], axis=1)

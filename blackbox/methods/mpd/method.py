@@ -152,7 +152,7 @@ def _fit(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
         feats = {split: query_features(
             backend, [e.text for e in exs], templates, flat, route=route,
             max_words=task.max_words, chunk=recipe.chunk, progress=bar,
-            description=f"decode {task.name}/{split}", derive=derive)
+            description=f"features {split}", derive=derive)
             for split, exs in splits.items()}
     y = {split: np.array([e.label for e in exs]) for split, exs in splits.items()}
 
@@ -242,7 +242,7 @@ def _predict(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
     with ctx.progress() as bar:
         feats = query_features(backend, texts, saved.templates, saved.flat_words,
                                route=saved.hidden_route, max_words=saved.max_words,
-                               chunk=recipe.chunk, progress=bar, description="decode predict")
+                               chunk=recipe.chunk, progress=bar, description="features")
     logits = saved.decoder.logits(feats)
     pred = logits.argmax(axis=1)
     paths = [ctx.run_dir.path / "predictions.jsonl"]
