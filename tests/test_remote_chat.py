@@ -116,6 +116,54 @@ def test_chat_logit_bias_recovers_words_outside_the_top_k(bias_after: bool) -> N
         blind.close()
 
 
+def _vocab_tokenizer(folder: Path) -> Path:
+    """A Hugging Face tokenizer folder whose tokens are the fake server's VOCAB, same ids."""
+    import re
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(VOCAB)}, unk_token="x"))
+    # split into VOCAB pieces, the longest first at each place: the fake's longest match
+    longest = "|".join(re.escape(t) for t in sorted(VOCAB, key=len, reverse=True))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(longest), behavior="isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(folder)
+    return folder
+
+
+def test_a_named_tokenizer_stands_in_for_a_missing_tokenize_route(tmp_path: Path) -> None:
+    # a hosted API has no tokenize route: the user's tokenizer folder gives the ids, so the
+    # logit_bias recovery works as with one, and the token list is the vocabulary ability
+    folder = _vocab_tokenizer(tmp_path / "tok")
+    fake = FakeOpenAI(LOGITS, tokenize=False)
+    with running_server(fake.app()) as base:
+        r = _remote(base, api="chat", top_logprobs=3, tokenizer=str(folder))
+        got = r.label_logprobs([P1], WORDS)[0]
+        caps = r.capabilities
+        pieces = r.vocabulary()
+        counts = r.count_tokens(["negation", " positive"])
+        r.close()
+    assert got == pytest.approx([lse(LP["Positive"], LP[" positive"]), LP["negative"],
+                                 LP["neg"]], abs=1e-9)
+    assert caps.extra["logit_bias"] == "on" and caps.extra["tokenizer"] == str(folder)
+    assert caps.vocabulary and pieces == VOCAB and counts == [2, 1]
+    biased = [b["logit_bias"] for route, b in fake.requests if route == "chat"
+              and b.get("logit_bias")]
+    assert biased == [{str(VOCAB.index("negative")): 30}, {str(VOCAB.index("neg")): 30}]
+    assert not [1 for route, _ in fake.requests if route == "tokenize"]
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("tiktoken:o200k_base", "tiktoken encodings are not supported (tiktoken downloads their "
+     "data at run time)"),
+    ("no/such/folder", "tokenizer 'no/such/folder' is not a folder"),
+])
+def test_a_bad_tokenizer_is_a_one_line_error_before_any_call(spec: str, message: str) -> None:
+    with pytest.raises(BbxError) as e:
+        _remote("http://127.0.0.1:9/v1", api="chat", tokenizer=spec)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
 def test_chat_top_logprobs_are_capped_at_twenty() -> None:
     fake = FakeOpenAI(LOGITS)
     with running_server(fake.app()) as base:

@@ -108,6 +108,7 @@ class RemoteBackend:
         generate_max_tokens: int = 8,
         samples: int = 1,
         sample_temperature: float = 1.0,
+        tokenizer: str | None = None,
     ) -> None:
         if label_logprobs not in LABEL_MODES:
             raise BbxError(f"unknown label_logprobs mode '{label_logprobs}': use "
@@ -141,6 +142,13 @@ class RemoteBackend:
         self.generate_stats = {"replies": 0, "unparsed": 0, "short_of_n": 0}
         self.bias_note: str | None = None  # why logit_bias is not used, once we know
         self.tokenize_route: str | None = ""  # "": not probed yet; None: the server has none
+        # the model's own tokenizer, named by the user where the server has none to ask
+        # (loaded here: a bad name fails before anything is paid)
+        self.tokenizer = None
+        if tokenizer:
+            from blackbox.backends.tokenizer import NamedTokenizer
+
+            self.tokenizer = NamedTokenizer(tokenizer)
         self._http_client = http_client
         # http_client (tests, proxies): used as given, one endpoint, attempts not observed
         if http_client is not None and len(urls) > 1:
@@ -278,11 +286,14 @@ class RemoteBackend:
             "bbx_server": bbx, "api": info["api"], "api_decided": info["api_decided"]}
         if chat:
             extra["system"] = self.system
+        if self.tokenizer is not None:
+            extra["tokenizer"] = self.tokenizer.spec
         if mode == "topk":
             extra["logit_bias"] = self.bias_note or (
                 "off" if not self.use_logit_bias else
-                "no tokenize route: words outside the top-k get the floor"
-                if self.tokenize_route is None else "on")
+                "no tokenize route: words outside the top-k get the floor (give "
+                "backend.tokenizer)"
+                if self.tokenize_route is None and self.tokenizer is None else "on")
         if mode == "generate":
             extra["generate"] = {"max_tokens": self.generate_max_tokens,
                                  "samples": self.samples,
@@ -296,13 +307,15 @@ class RemoteBackend:
             topk=self.k if mode == "topk" else None, extra=extra,
             # the optional abilities a bbx server offers (blackbox.backends.abilities)
             # (the token list needs the server's tokenizer: token_logprobs says it has one)
-            vocabulary=bbx and "vocabulary" in (info.get("extensions") or ())
-            and bool(info.get("token_logprobs", True)),
+            vocabulary=self.tokenizer is not None or (
+                bbx and "vocabulary" in (info.get("extensions") or ())
+                and bool(info.get("token_logprobs", True))),
             rows=True, materialize=bbx and bool(info.get("adapters")))
 
     @property
     def fingerprint(self) -> str:
-        """``remote:<url>:<model>[:chat]:<label mode>[:system=<digest>][:<bbx fingerprint>]``
+        """``remote:<url>:<model>[:chat]:<label mode>[:system=<digest>][:tokenizer=<digest>]
+        [:<bbx fingerprint>]``
         (completions fingerprints are those of earlier versions: their caches stay valid).
         Several endpoints serve one model, so ``<url>`` is then ``endpoints``: the cache is
         the model's, shared by any list of its endpoints (in any order)."""
@@ -316,6 +329,10 @@ class RemoteBackend:
                 parts.append("system=" + hashlib.sha256(self.system.encode()).hexdigest()[:16])
         else:
             parts.append(self._mode_key())
+        if self.tokenizer is not None and mode == "topk":
+            # words the top-k misses are recovered through its ids, not floored: other values
+            parts.append("tokenizer=" + hashlib.sha256(
+                "\x1f".join(self.tokenizer.pieces()).encode()).hexdigest()[:16])
         if info.get("fingerprint"):
             parts.append(str(info["fingerprint"]))  # a restarted server on another model
         return ":".join(parts)
@@ -487,8 +504,11 @@ class RemoteBackend:
         return sorted(d["name"] for d in res["data"])
 
     def vocabulary(self) -> list[str]:
-        """A bbx server's tokenizer pieces, index = token id (``GET /v1/vocabulary``): the
-        ``vocabulary`` ability, where ``capabilities.vocabulary`` says the server has it."""
+        """The tokenizer's pieces, index = token id: the user's ``tokenizer`` when given,
+        else a bbx server's (``GET /v1/vocabulary``). The ``vocabulary`` ability, where
+        ``capabilities.vocabulary`` says there is one."""
+        if self.tokenizer is not None:
+            return self.tokenizer.pieces()
         res = self._call(lambda: self.client.get("/vocabulary", cast_to=object))
         tokens = res.get("tokens") if isinstance(res, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
@@ -547,7 +567,10 @@ class RemoteBackend:
         return [v for part in self._map(one, self._chunks(list(texts))) for v in part]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """An estimate (about 4 characters a token): remote text is not tokenized locally."""
+        """Counts from the user's ``tokenizer`` when given, else an estimate (about 4
+        characters a token)."""
+        if self.tokenizer is not None:
+            return self.tokenizer.count(list(texts))
         return [max(1, math.ceil(len(t) / CHARS_PER_TOKEN)) for t in texts]
 
     def close(self) -> None:

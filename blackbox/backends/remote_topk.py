@@ -91,7 +91,7 @@ def _recover(b: RemoteBackend, prompt: str, word: str, extra: dict[str, Any] | N
 
 
 def first_token_id(b: RemoteBackend, text: str) -> int | None:
-    """The server's first token id of ``text`` (``None`` without a tokenize route)."""
+    """The model's first token id of ``text`` (``None`` without a tokenizer to ask)."""
     ids = tokenize(b, text)
     return ids[0] if ids else None
 
@@ -99,8 +99,12 @@ def first_token_id(b: RemoteBackend, text: str) -> int | None:
 def tokenize(b: RemoteBackend, text: str) -> list[int] | None:
     """``text``'s token ids from the server's tokenize route (vLLM's and bbx's
     ``/tokenize``, llama.cpp's ``/extras/tokenize``), the first that answers; ``None``
-    when it has none (remembered: later words skip the probe)."""
+    when it has none (remembered: later words skip the probe). The user's ``tokenizer``,
+    when given, answers instead of the server."""
     import openai
+
+    if b.tokenizer is not None:
+        return b.tokenizer.encode(text)
 
     if b.tokenize_route is None:
         return None

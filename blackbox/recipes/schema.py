@@ -136,6 +136,9 @@ class RemoteBackendConfig(Strict):
     generate_max_tokens: int = Field(8, ge=1, le=256)
     samples: int = Field(1, ge=1, le=128)  # > 1: label frequencies of n samples
     sample_temperature: float = Field(1.0, gt=0, le=2)
+    # the served model's Hugging Face tokenizer folder, where the server has no tokenize
+    # route: token ids for logit_bias and ClaPS's vocabulary (blackbox.backends.tokenizer)
+    tokenizer: str | None = None
 
     @field_validator("base_url")
     @classmethod
