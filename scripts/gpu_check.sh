@@ -138,7 +138,7 @@ bench() {  # bench NAME ARGS...: one bench run, its summary in $WORK/bench-NAME.
     local name=$1; shift
     log "bench $name"
     timeout 150 "${BBX[@]}" bench --base-url "$URL" --output-dir "$WORK/runs" --json \
-        --duration 60 "$@" ${CAP:+--requests "$CAP"} >"$WORK/bench-$name.json" 2>"$WORK/bench-$name.err" || FAILED=1
+        --duration 60 --warmup 2 "$@" ${CAP:+--requests "$CAP"} >"$WORK/bench-$name.json" 2>"$WORK/bench-$name.err" || FAILED=1
 }
 bench chat-c16 --workload chat --mode concurrency --concurrency 16 --requests 96 \
     --max-tokens 64 --prompt-words 100 --slo ttft=500ms,tpot=50ms

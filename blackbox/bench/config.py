@@ -37,6 +37,7 @@ class BenchConfig:
     prompt_words: int = 200
     repeat: bool = False
     batch: int = 1
+    warmup: int = 0
     slo: str | None = None
     fluidity: str | None = None
     model: str | None = None
@@ -58,8 +59,15 @@ class BenchConfig:
             raise BbxError(f"--base-url {self.base_url!r}: give the server's OpenAI base URL, "
                            "e.g. http://127.0.0.1:8000/v1")
         self.schedule  # noqa: B018 - validates the mode and the bounds now
+        # an option the mode would ignore is a mistake worth saying (not a silent sync run)
+        if self.mode != "concurrency" and self.concurrency != 1:
+            raise BbxError("--concurrency applies with --mode concurrency")
+        if self.mode != "rate" and self.rate is not None:
+            raise BbxError("--rate applies with --mode rate")
         if self.max_tokens < 1 or self.prompt_words < 1 or self.batch < 1:
             raise BbxError("--max-tokens, --prompt-words and --batch must be >= 1")
+        if self.warmup < 0:
+            raise BbxError("--warmup must be >= 0")
         if self.batch > 1 and self.streamed:
             raise BbxError("--batch applies to scoring workloads: a streamed generation "
                            "request holds one prompt")

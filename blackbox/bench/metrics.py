@@ -204,6 +204,9 @@ def summarize(traces: Sequence[Trace], streamed: bool, slo: dict[str, float],
         "requests_per_s": rate(len(good)),
         "items_per_s": rate(sum(t.items for t, m in zip(traces, per, strict=True) if m)),
         "e2e_s": percentiles([m.e2e for m in good]),
+        # how late requests went out against their schedule: a large lag in an open loop
+        # means the client, not the server, set the pace
+        "send_lag_s": percentiles([t.start - t.scheduled for t in traces]),
         "goodput": {"slo_s": slo, "requests_per_s": rate(met),
                     "fraction": met / len(traces) if traces else None},
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from blackbox.bench.config import BenchConfig
-from blackbox.bench.metrics import RequestMetrics, Trace, meets, summarize
+from blackbox.bench.metrics import RequestMetrics, Trace, meets, summarize, token_times
 from blackbox.bench.prompts import Prompts, load_prompts
 from blackbox.bench.schedule import drive
 from blackbox.bench.workloads import Clients, Sender, now_clock
@@ -65,6 +65,10 @@ async def _run(cfg: BenchConfig, prompts: Prompts, api_key: str
         model = cfg.model or (server["models"] or ["default"])[0]
         names = await _mixture_adapters(clients, cfg)
         sender = Sender(cfg, prompts, clients, model, names)
+        for i in range(cfg.warmup):
+            # one at a time, untimed, on prompts after the measured ones' (so they warm
+            # the server, not its prompt cache for the measured requests)
+            await sender(cfg.requests + i, clock())
         traces = await drive(cfg.schedule, sender, clock)
     finally:
         await clients.close()
@@ -80,7 +84,8 @@ def _row(t: Trace, m: RequestMetrics | None, cfg: BenchConfig) -> dict[str, Any]
         if cfg.streamed:
             row.update(ttft_s=m.ttft, tpot_s=m.tpot, output_tokens=m.tokens,
                        usage_tokens=t.output_tokens, fluidity=m.fluidity, itl_s=m.itl,
-                       chunk_times_s=[at for at, _ in t.chunks])
+                       chunk_times_s=[at for at, _ in t.chunks],
+                       token_times_s=token_times(t))
     return row
 
 
@@ -110,7 +115,7 @@ def run_bench(cfg: BenchConfig, run_dir: str | Path | None = None) -> tuple[Path
                "rate": cfg.rate if cfg.mode == "rate" else None, "seed": cfg.seed,
                "model": model, "base_url": cfg.base_url, "batch": cfg.batch,
                "max_tokens": cfg.max_tokens if cfg.streamed else None,
-               "prompt_words": cfg.prompt_words, "repeat": cfg.repeat,
+               "prompt_words": cfg.prompt_words, "repeat": cfg.repeat, "warmup": cfg.warmup,
                "distinct_prompts": prompts.distinct, **summary,
                **({"mixtures_per_s": summary["requests_per_s"], "mixture_adapters": names}
                   if cfg.workload == "mixture" else {}),

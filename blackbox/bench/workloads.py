@@ -86,9 +86,12 @@ class Sender:
         trace.end = clock()
         return trace
 
-    def _sampling(self) -> dict[str, Any]:
+    def _sampling(self, index: int) -> dict[str, Any]:
+        # a seed per request: sampled answers (and so their lengths) repeat run to run on
+        # servers that honour it
         return {"model": self.model, "max_tokens": self.cfg.max_tokens,
-                "temperature": self.cfg.temperature, "stream": True,
+                "temperature": self.cfg.temperature, "seed": self.cfg.seed + index,
+                "stream": True,
                 "stream_options": {"include_usage": True},
                 **({"extra_body": self.extra} if self.extra else {})}
 
@@ -100,7 +103,7 @@ class Sender:
     async def _chat(self, trace: Trace) -> None:
         prompt = self.prompts.batch(trace.index, 1)[0]
         stream = await self.c.openai.chat.completions.create(
-            messages=[{"role": "user", "content": prompt}], **self._sampling())
+            messages=[{"role": "user", "content": prompt}], **self._sampling(trace.index))
         async for chunk in stream:
             now = self.c.clock()
             self._usage(trace, chunk)
@@ -110,7 +113,8 @@ class Sender:
 
     async def _completion(self, trace: Trace) -> None:
         prompt = self.prompts.batch(trace.index, 1)[0]
-        stream = await self.c.openai.completions.create(prompt=prompt, **self._sampling())
+        stream = await self.c.openai.completions.create(prompt=prompt,
+                                                        **self._sampling(trace.index))
         async for chunk in stream:
             now = self.c.clock()
             self._usage(trace, chunk)

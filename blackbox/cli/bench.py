@@ -49,6 +49,9 @@ def render_bench(summary: dict[str, Any], run_dir: Path | str) -> None:
         slo = ", ".join(f"{k}<={_ms(v)}ms" for k, v in good["slo_s"].items())
         top.add_row("goodput", _rate(good["requests_per_s"], "req/s")
                     + f" ({100 * (good['fraction'] or 0):.1f}% meet {slo})")
+    if summary["mode"] == "rate" and summary.get("send_lag_s", {}).get("p99") is not None:
+        top.add_row("send lag", f"p99 {_ms(summary['send_lag_s']['p99'])} ms behind the "
+                    "Poisson schedule")
     for message, n in summary["errors"].items():
         top.add_row(f"[red]error x{n}[/]", message)
     for key, note in (summary.get("notes") or {}).items():
@@ -100,6 +103,8 @@ def register(app: typer.Typer) -> None:
         repeat: Annotated[bool, typer.Option(
             help="Send the same prompt every time (prefix / prompt-cache effects).")] = False,
         batch: Annotated[int, typer.Option(help="Scoring: prompts per request.", min=1)] = 1,
+        warmup: Annotated[int, typer.Option(
+            help="Untimed requests first, one at a time (not in the results).", min=0)] = 0,
         slo: Annotated[str | None, typer.Option(
             help="Goodput SLOs, e.g. ttft=500ms,tpot=100ms,e2e=2s.")] = None,
         fluidity: Annotated[str | None, typer.Option(
@@ -132,7 +137,8 @@ def register(app: typer.Typer) -> None:
             base_url, workload=workload, run_dir=run_dir, mode=mode, concurrency=concurrency,
             rate=rate, seed=seed, requests=requests, duration=duration, max_tokens=max_tokens,
             temperature=temperature, task=task, prompt_words=prompt_words, repeat=repeat,
-            batch=batch, slo=slo, fluidity=fluidity, model=model, adapter=adapter,
+            batch=batch, warmup=warmup, slo=slo, fluidity=fluidity, model=model,
+            adapter=adapter,
             mixture_adapters=[a.strip() for a in adapters.split(",") if a.strip()]
             if adapters else None, api_key_env=api_key_env, timeout=timeout,
             output_dir=output_dir)
