@@ -27,14 +27,15 @@ class Clients:
         import httpx2
         import openai
 
-        # room for every client of a closed loop (an open loop's extra requests queue)
-        size = max(16, cfg.concurrency)
+        # as many connections as the SDK's own pool (1000): a request waiting for a free
+        # connection would count the client's queue as the server's latency
+        size = max(1000, cfg.concurrency)
         self.openai = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=api_key,
                                          max_retries=0, timeout=cfg.timeout)
         self.http = httpx2.AsyncClient(
             base_url=cfg.base_url, timeout=cfg.timeout,
             headers={"Authorization": f"Bearer {api_key}"},
-            limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size))
+            limits=httpx2.Limits(max_connections=size, max_keepalive_connections=100))
         self.clock = clock
 
     async def close(self) -> None:
