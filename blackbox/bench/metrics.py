@@ -58,6 +58,7 @@ class Trace:
 
     @property
     def ok(self) -> bool:
+        """Whether the request ended well (no error)."""
         return self.error is None
 
 

@@ -72,7 +72,7 @@ async def _run(cfg: BenchConfig, prompts: Prompts, api_key: str
         traces = await drive(cfg.schedule, sender, clock)
     finally:
         await clients.close()
-    return server, model, names, traces  # type: ignore[return-value]
+    return server, model, names, traces
 
 
 def _row(t: Trace, m: RequestMetrics | None, cfg: BenchConfig) -> dict[str, Any]:

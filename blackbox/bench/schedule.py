@@ -17,6 +17,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -62,15 +63,14 @@ def poisson_offsets(rate: float, n: int, seed: int) -> list[float]:
     return np.cumsum(gaps).tolist()
 
 
-# send(index, when it was due on the caller's clock) -> what the caller records for it
-Send = Callable[[int, float], Awaitable[object]]
+R = TypeVar("R")
 
 
-async def drive(schedule: Schedule, send: Send,
-                clock: Callable[[], float] = time.perf_counter) -> list[object]:
-    """Call ``send`` as ``schedule`` says; the results in the order requests were issued.
-    Each request's due time is on ``clock`` (an open loop's Poisson offsets count from
-    when this starts)."""
+async def drive(schedule: Schedule, send: Callable[[int, float], Awaitable[R]],
+                clock: Callable[[], float] = time.perf_counter) -> list[R]:
+    """Call ``send(index, due)`` as ``schedule`` says (``due``: when the request was due, on
+    ``clock``); the results in the order requests were issued.
+    An open loop's Poisson offsets count from when this starts."""
     t0 = clock()
 
     def now() -> float:
@@ -78,7 +78,7 @@ async def drive(schedule: Schedule, send: Send,
 
     if schedule.mode == "rate":
         assert schedule.rate is not None
-        tasks: list[asyncio.Task[object]] = []
+        tasks: list[asyncio.Task[R]] = []
         for i, at in enumerate(poisson_offsets(schedule.rate, schedule.requests,
                                                schedule.seed)):
             if at >= schedule.duration:
@@ -89,7 +89,7 @@ async def drive(schedule: Schedule, send: Send,
             tasks.append(asyncio.create_task(send(i, t0 + at)))  # open loop: never wait here
         return list(await asyncio.gather(*tasks))
     counter = itertools.count()
-    results: dict[int, object] = {}
+    results: dict[int, R] = {}
 
     async def client() -> None:
         while True:
