@@ -81,12 +81,19 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--failed", default="0")
+    ap.add_argument("--model", default="default", help="default | tiny")
+    ap.add_argument("--marks", default="exactness")
+    ap.add_argument("--zoo", default="")
+    ap.add_argument("--prompt-words", default="100")
+    ap.add_argument("--max-tokens", default="64")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "gpu-check.md")
     args = ap.parse_args()
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                          capture_output=True, text=True).stdout.strip() or "unknown"
     exact = (args.work / "exactness.txt").read_text().strip() if (
         args.work / "exactness.txt").is_file() else "not run"
+    model = ("the bundled SmolLM2-135M" if args.model == "default" else
+             "the tests' tiny random Llama (BBX_GPU_CHECK_MODEL=tiny, or no bundled model)")
     mix_file = args.work / "mixture.json"
     mix = json.loads(mix_file.read_text()) if mix_file.is_file() else None
     lines = [
@@ -97,11 +104,12 @@ def main() -> None:
         "",
         f"- GPU (nvidia-smi: name, memory, driver): {args.gpu}",
         f"- torch {args.torch}, CUDA {args.torch_cuda}",
-        f"- engine exactness tests on {args.device}, bfloat16 (`pytest -m exactness`): {exact}",
+        f"- engine exactness tests on {args.device}, bfloat16 "
+        f"(`pytest -m '{args.marks}'`): {exact}",
     ]
     if mix is not None:
         lines.append(
-            f"- bbx serve on {args.device} ({args.dtype}, bundled SmolLM2-135M), one "
+            f"- bbx serve on {args.device} ({args.dtype}, {model}; zoo {args.zoo}), one "
             f"/v1/label_logprobs request "
             f"under a mixture of {len(mix['adapters'])} adapters ({', '.join(mix['adapters'])})"
             f": {mix['ms']:.1f} ms, log-probs {[round(x, 4) for x in mix['logprobs']]} "
@@ -110,9 +118,10 @@ def main() -> None:
         "",
         "## bbx bench against it",
         "",
-        "Each row is one `bbx bench` run (prompts: BBC News articles cut to 100 words; "
-        "generation: 64 tokens, greedy; SLOs and fluidity deadlines: TTFT 500 ms, TPOT "
-        "50 ms). Latencies in ms, p50 / p99.",
+        f"Each row is one `bbx bench` run (prompts: BBC News articles cut to "
+        f"{args.prompt_words} words; generation: at most {args.max_tokens} tokens, greedy; "
+        "SLOs and fluidity deadlines: TTFT 500 ms, TPOT 50 ms; 2 warm-up requests each). "
+        "Latencies in ms, p50 / p99.",
         "",
         "| run | schedule | ok | req/s | throughput | TTFT | TPOT | ITL | e2e | goodput "
         "| fluidity mean / p10 |",
