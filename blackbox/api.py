@@ -418,6 +418,32 @@ def serve(
     run_app(app, host=host, port=port, log_level=log_level)
 
 
+def bench(base_url: str, workload: str = "chat", run_dir: str | Path | None = None,
+          **options: Any) -> RunResult:
+    """``bbx bench`` as a function: load an OpenAI-compatible server (bbx serve, llama.cpp,
+    vLLM) and measure it; the run directory holds ``summary.json`` and ``requests.jsonl``.
+
+    ``workload``: ``chat`` | ``completion`` (streamed generation: TTFT, ITL, TPOT, e2e,
+    output tokens/s, fluidity-index) or ``next-token`` (``/v1/completions`` with
+    ``max_tokens=1, logprobs=5``) | ``label-logprobs`` | ``score`` | ``hidden-states`` |
+    ``mixture`` (bbx routes; items/s and latency; ``mixture``: label log-probs under a new
+    random adapter mixture per request, mixtures/s). ``options`` (see
+    :class:`blackbox.bench.BenchConfig`): ``mode`` (``sync`` | ``concurrency`` with
+    ``concurrency`` | ``rate`` with a Poisson ``rate`` and ``seed``), the bounds ``requests``
+    and ``duration`` (s), ``max_tokens``, ``temperature``, ``task``, ``prompt_words``,
+    ``repeat``, ``batch`` (prompts per scoring request), ``warmup`` (untimed requests
+    first), ``slo``
+    (``"ttft=500ms,tpot=100ms,e2e=2s"``), ``fluidity`` (``"prefill=1s,decode=100ms"``;
+    default: the SLO's ttft and tpot), ``model`` (default: the server's first),
+    ``adapter``, ``mixture_adapters``, ``api_key_env``, ``timeout``, ``output_dir``."""
+    from blackbox.bench import BenchConfig
+    from blackbox.bench.runner import run_bench
+
+    path, summary = run_bench(BenchConfig(base_url=base_url, workload=workload, **options),
+                              run_dir=run_dir)
+    return RunResult(path, summary)
+
+
 def check_task(task: str | dict[str, Any], seed: int = 42, shots: int = 16) -> dict[str, Any]:
     """What bbx understands of a task (``bbx task check``): classes and label words, per split
     the file, size and count per class, texts repeated within a split, and texts shared

@@ -1,5 +1,9 @@
 """The local engine: batching exactness, label-word scoring, loading, and the local backend.
 
+The exactness tests (``-m exactness``) run on ``$BBX_TEST_DEVICE`` (default cpu) in
+``$BBX_TEST_DTYPE`` (default float32): ``scripts/gpu_check.sh`` runs them on cuda in
+bfloat16, where batched and one-at-a-time numbers agree to a looser bound (:data:`TOL`).
+
 Fast tests run on a tiny random Llama with a tiny BPE tokenizer built in a temp folder (no
 real model needed). ``slow`` tests use the bundled SmolLM2-135M-Instruct, loaded once.
 """
@@ -7,6 +11,7 @@ real model needed). ``slow`` tests use the bundled SmolLM2-135M-Instruct, loaded
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +22,13 @@ import pytest
 from blackbox.errors import BbxError
 
 torch = pytest.importorskip("torch")
+
+DEVICE = os.environ.get("BBX_TEST_DEVICE", "cpu")
+DTYPE = os.environ.get("BBX_TEST_DTYPE", "float32")
+# bf16 keeps 8 bits of mantissa: padded batches (another reduction order, other kernels)
+# move the tiny model's peaked log-probs by up to a few hundredths of a nat
+TOL = 1e-4 if DTYPE in ("float32", "fp32") else 0.1
+exactness = pytest.mark.exactness
 
 CORPUS = [
     "the movie was great and the acting was good",
@@ -78,14 +90,16 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_engine(tiny_folder: Path):
     from blackbox.engine.runtime import Engine
 
-    return Engine.from_spec(str(tiny_folder), device="cpu", dtype="float32", batch_size=4)
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"BBX_TEST_DEVICE={DEVICE} but torch has no CUDA")
+    return Engine.from_spec(str(tiny_folder), device=DEVICE, dtype=DTYPE, batch_size=4)
 
 
 def _naive_next_logprobs(engine, prompt: str) -> torch.Tensor:
     """The loop a user would write: one prompt, full logits, log-softmax of the last row."""
     ids = engine._prompt_ids([prompt])[0]
     with torch.inference_mode():
-        logits = engine.model(torch.tensor([ids])).logits
+        logits = engine.model(torch.tensor([ids], device=engine.device)).logits
     return torch.log_softmax(logits[0, -1].float(), dim=-1)
 
 
@@ -171,15 +185,17 @@ def test_importing_blackbox_stays_light() -> None:
 
 # ---- engine exactness --------------------------------------------------------------------
 
+@exactness
 def test_batched_label_logprobs_equal_one_at_a_time(tiny_engine) -> None:
     words = [" good", " bad", " positive"]
     batched = tiny_engine.label_logprobs(PROMPTS, words)
     single = [tiny_engine.label_logprobs([p], words)[0] for p in PROMPTS]
     assert len(batched) == len(PROMPTS)
     for b, s in zip(batched, single, strict=True):
-        assert b == pytest.approx(s, abs=1e-4)
+        assert b == pytest.approx(s, abs=TOL)
 
 
+@exactness
 def test_label_logprobs_match_the_naive_full_forward(tiny_engine) -> None:
     tok = tiny_engine.tokenizer
     words = [" good", " bad"]
@@ -188,10 +204,11 @@ def test_label_logprobs_match_the_naive_full_forward(tiny_engine) -> None:
     got = tiny_engine.label_logprobs(PROMPTS[:4], words)
     for prompt, row in zip(PROMPTS[:4], got, strict=True):
         ref = _naive_next_logprobs(tiny_engine, prompt)
-        assert row == pytest.approx([float(ref[x[0]]) for x in ids], abs=1e-4)
+        assert row == pytest.approx([float(ref[x[0]]) for x in ids], abs=TOL)
         assert math.isclose(float(ref.exp().sum()), 1.0, abs_tol=1e-4)  # full vocabulary
 
 
+@exactness
 def test_multi_token_label_word_is_the_sum_of_its_token_logprobs(tiny_engine) -> None:
     tok = tiny_engine.tokenizer
     words = [" good", " wonderfulness", " bad", " hated it"]
@@ -203,11 +220,12 @@ def test_multi_token_label_word_is_the_sum_of_its_token_logprobs(tiny_engine) ->
         for j, w in enumerate(words):
             tokens = tiny_engine.score([prompt], [w])[0]
             assert len(tokens) == lens[j]
-            assert got[i][j] == pytest.approx(sum(tokens), abs=1e-4)
+            assert got[i][j] == pytest.approx(sum(tokens), abs=TOL)
         # single-token words read inside the multi-token path equal the fast path
-        assert [got[i][0], got[i][2]] == pytest.approx(fast[i], abs=1e-4)
+        assert [got[i][0], got[i][2]] == pytest.approx(fast[i], abs=TOL)
 
 
+@exactness
 def test_small_batch_budgets_give_the_same_numbers(tiny_folder: Path, tiny_engine) -> None:
     from blackbox.engine.runtime import Engine
 
@@ -215,31 +233,34 @@ def test_small_batch_budgets_give_the_same_numbers(tiny_folder: Path, tiny_engin
                    max_batch_tokens=40, max_logits=2 * 5 * tiny_engine.model.config.vocab_size)
     conts = [" the movie was good", " bad", " I hated it, it was okay and fine"] * 3
     assert tight.score(PROMPTS, conts) == [
-        pytest.approx(r, abs=1e-4) for r in tiny_engine.score(PROMPTS, conts)]
+        pytest.approx(r, abs=TOL) for r in tiny_engine.score(PROMPTS, conts)]
     words = [" good", " hated it"]
     assert tight.label_logprobs(PROMPTS, words) == [
-        pytest.approx(r, abs=1e-4) for r in tiny_engine.label_logprobs(PROMPTS, words)]
+        pytest.approx(r, abs=TOL) for r in tiny_engine.label_logprobs(PROMPTS, words)]
 
 
+@exactness
 def test_results_keep_the_callers_order(tiny_engine) -> None:
     words = [" good", " bad"]
     forward = tiny_engine.label_logprobs(PROMPTS, words)
     backward = tiny_engine.label_logprobs(PROMPTS[::-1], words)
     for a, b in zip(forward, backward[::-1], strict=True):
-        assert a == pytest.approx(b, abs=1e-4)
+        assert a == pytest.approx(b, abs=TOL)
     scores = tiny_engine.score(PROMPTS, [" good"] * len(PROMPTS))
-    assert [s[0] for s in scores] == pytest.approx([r[0] for r in forward], abs=1e-4)
+    assert [s[0] for s in scores] == pytest.approx([r[0] for r in forward], abs=TOL)
 
 
+@exactness
 def test_hidden_states_are_batch_independent(tiny_engine) -> None:
     batched = tiny_engine.hidden(PROMPTS)
     assert all(len(v) == tiny_engine.hidden_size == 32 for v in batched)
     for prompt, vec in zip(PROMPTS, batched, strict=True):
-        assert vec == pytest.approx(tiny_engine.hidden([prompt], position="mask")[0], abs=1e-4)
+        assert vec == pytest.approx(tiny_engine.hidden([prompt], position="mask")[0], abs=TOL)
     with pytest.raises(BbxError, match="position"):
         tiny_engine.hidden(PROMPTS, position="first")
 
 
+@exactness
 def test_prompt_longer_than_the_context_is_a_bbx_error(tiny_engine) -> None:
     long = "good " * 100
     with pytest.raises(BbxError, match=r"context of 64 tokens"):
@@ -248,6 +269,7 @@ def test_prompt_longer_than_the_context_is_a_bbx_error(tiny_engine) -> None:
         tiny_engine.label_logprobs(["ok"], [""])
 
 
+@exactness
 def test_generate_greedy_is_batch_independent_and_sampling_is_seeded(tiny_engine) -> None:
     batched = tiny_engine.generate(PROMPTS[:5], max_tokens=6)
     single = [tiny_engine.generate([p], max_tokens=6)[0] for p in PROMPTS[:5]]
@@ -258,6 +280,7 @@ def test_generate_greedy_is_batch_independent_and_sampling_is_seeded(tiny_engine
     assert tiny_engine.generate(["the"], max_tokens=0) == [""]
 
 
+@exactness
 def test_rows_joining_and_leaving_a_running_decode_batch_get_their_tokens_alone(
         tiny_engine) -> None:
     from blackbox.engine.decode import DecodeBatch, new_row
@@ -383,8 +406,10 @@ def test_real_model_orders_sentiment_labels(real_backend) -> None:
 
 
 @pytest.mark.slow
+@exactness
 # bf16 rounds the residual stream through 30 layers: up to 0.18 nats off the fp32 numbers
-# over 40 SST-2 prompts (the LM head in fp32 does not help), hence the looser bound.
+# over 40 SST-2 prompts (the LM head in fp32 does not help), hence the looser bound. The
+# bf16 engine runs on $BBX_TEST_DEVICE (cuda in scripts/gpu_check.sh), the reference on cpu.
 @pytest.mark.parametrize("dtype,tol", [("float32", 2e-3), ("bfloat16", 0.3)])
 def test_real_engine_agrees_with_the_naive_fp32_loop(dtype: str, tol: float) -> None:
     from blackbox.engine.runtime import Engine
@@ -402,8 +427,10 @@ def test_real_engine_agrees_with_the_naive_fp32_loop(dtype: str, tol: float) -> 
     else:
         import copy
 
-        low = copy.deepcopy(model).to(torch.bfloat16)
-        got = Engine(low, ref_engine.tokenizer, "cpu", torch.bfloat16).label_logprobs(
+        if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+            pytest.skip(f"BBX_TEST_DEVICE={DEVICE} but torch has no CUDA")
+        low = copy.deepcopy(model).to(DEVICE, torch.bfloat16)
+        got = Engine(low, ref_engine.tokenizer, DEVICE, torch.bfloat16).label_logprobs(
             prompts, words)
     for g, n in zip(got, naive, strict=True):
         assert g == pytest.approx(n, abs=tol)

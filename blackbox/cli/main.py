@@ -209,7 +209,7 @@ def ls_cmd(
 # Each method's commands live in their own module with a `register(app)` function.
 COMMAND_MODULES: list[str] = ["blackbox.cli.distill", "blackbox.cli.decode",
                               "blackbox.cli.search_prompt", "blackbox.cli.merge",
-                              "blackbox.cli.serve"]
+                              "blackbox.cli.serve", "blackbox.cli.bench"]
 
 
 def _register_commands() -> None:
