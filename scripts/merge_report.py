@@ -287,7 +287,7 @@ def main() -> None:
             "| base model | Llama-2 / larger | SmolLM2-135M-Instruct, CPU, "
             f"{r['backend'].get('dtype', 'auto')} |",
             "| adapter repository | many public LoRAs | the zoo built by "
-            "`scripts/build_adapter_zoo.py` (below) |", "",
+            "`bbx zoo build` (below) |", "",
             "Why: one evaluation (one mixture on the user's examples) costs a forward pass "
             "over ~32 tokens per example; a 2-core CPU scores a few hundred prompt tokens "
             "per second in fp32 (results/bench-engine.md), so the paper's 1200 × 300 "
