@@ -18,7 +18,7 @@ def _read_cpuinfo(cpuinfo: str | None) -> tuple[str, set[str]]:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             cpuinfo = ""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and not model:

@@ -203,7 +203,7 @@ def run_status(summary: dict[str, Any] | None) -> str:
 def iter_runs(root: str | Path) -> list[dict[str, Any]]:
     """Every run directory under ``root`` (oldest first), as :func:`read_run` gives it, with
     its ``status``."""
-    out = []
+    out: list[dict[str, Any]] = []
     base = Path(root)
     if not base.is_dir():
         return out

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def poisson_offsets(rate: float, n: int, seed: int) -> list[float]:
 R = TypeVar("R")
 
 
-async def drive(schedule: Schedule, send: Callable[[int, float], Awaitable[R]],
+async def drive(schedule: Schedule, send: Callable[[int, float], Coroutine[Any, Any, R]],
                 clock: Callable[[], float] = time.perf_counter) -> list[R]:
     """Call ``send(index, due)`` as ``schedule`` says (``due``: when the request was due, on
     ``clock``); the results in the order requests were issued.

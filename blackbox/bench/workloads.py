@@ -127,8 +127,7 @@ class Sender:
         # the classifier idiom: one greedy token and its top-5 log-probs per prompt
         out = await self.c.openai.completions.create(
             model=self.model, prompt=self.prompts.batch(trace.index, self.cfg.batch),
-            max_tokens=1, logprobs=5, temperature=0.0,
-            **({"extra_body": self.extra} if self.extra else {}))
+            max_tokens=1, logprobs=5, temperature=0.0, extra_body=self.extra or None)
         if out.usage is not None:
             trace.prompt_tokens = out.usage.prompt_tokens
 

@@ -74,7 +74,7 @@ def _rows_of(path: Path) -> list[dict[str, object]]:
     if not any(c in names for c in TEXT_COLUMNS):
         raise BbxError(f"{path}: the first line must name the columns (a 'text' or "
                        f"'sentence' column, and 'label'); it reads {lines[0]!r}")
-    out = []
+    out: list[dict[str, object]] = []
     for i, cells in enumerate(lines[1:], start=2):
         if len(cells) != len(names):
             raise BbxError(f"{path} line {i}: {len(cells)} fields where the header has "

@@ -204,7 +204,7 @@ def convert_gguf(source: ModelSource) -> Path:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         # transformers refuses to save a model it believes is quantized; the weights are
         # already dequantized to float32 here, so dropping the quantizer is truthful.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # (torch's Module typing)
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)
@@ -294,6 +294,6 @@ def load_model(
             )
     except (OSError, ValueError) as e:
         raise BbxError(f"could not load model from {folder}: {str(e).splitlines()[0]}") from e
-    model.to(placement.device).eval()
+    model.to(placement.device).eval()  # type: ignore[arg-type]  # (transformers typing)
     return LoadedModel(model, tokenizer, placement, Path(folder), source,
                        load_seconds=time.perf_counter() - t0)

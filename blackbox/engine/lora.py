@@ -306,8 +306,8 @@ def mix(adapters: Sequence[Factors], alpha: Sequence[float], beta: Sequence[floa
     if not (len(adapters) == len(alpha) == len(beta)) or not adapters:
         raise BbxError("a mixture needs one alpha and one beta per adapter")
     given = list(sparse_a) if sparse_a is not None else [None] * len(adapters)
-    sparse_a = [sp if sp is not None else sparsify_factors(f, a)
-                for f, a, sp in zip(adapters, alpha, given, strict=True)]
+    sparse = [sp if sp is not None else sparsify_factors(f, a)
+              for f, a, sp in zip(adapters, alpha, given, strict=True)]
     modules = sorted({m for f in adapters for m in f})
     out: Factors = {}
     for m in modules:
@@ -318,7 +318,7 @@ def mix(adapters: Sequence[Factors], alpha: Sequence[float], beta: Sequence[floa
         b_sum = b0.new_zeros((b0.shape[0], rank))
         for i, (a, b) in present:
             r = a.shape[0]
-            a_sum[:r] += beta[i] * sparse_a[i][m][0]
+            a_sum[:r] += beta[i] * sparse[i][m][0]
             b_sum[:, :r] += beta[i] * b
         out[m] = (a_sum, b_sum)
     return out

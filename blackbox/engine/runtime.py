@@ -244,8 +244,8 @@ class Engine:
         for i, p in enumerate(p_ids):
             self._check_length(i, len(p) + extra)
         if extra == 0:
-            reads = [[(1, w[0]) for w in words]] * len(p_ids)
-            return self._read_logprobs(p_ids, reads, _per_row(adapters, len(p_ids)))
+            last: list[Reads] = [[(1, w[0]) for w in words]] * len(p_ids)
+            return self._read_logprobs(p_ids, last, _per_row(adapters, len(p_ids)))
         # One sequence per (prompt, multi-token word): prompt + word[:-1]. Single-token words
         # are read from the first of these at the prompt's last position (same prefix).
         multi = [j for j, w in enumerate(words) if len(w) > 1]

@@ -240,7 +240,7 @@ class GeneticSearch(BaseOptimizer):
         return self._mutant(elites[int(self._rng.integers(len(elites)))])
 
     def _ask(self, n: int) -> list[Candidate]:
-        out = []
+        out: list[Candidate] = []
         for _ in range(n):
             child = self._child()
             for _ in range(self.retries):
@@ -329,7 +329,7 @@ class ParticleSwarm(BaseOptimizer):
         return x
 
     def _ask(self, n: int) -> list[Candidate]:
-        out = []
+        out: list[Candidate] = []
         for _ in range(n):
             k = self.n_asked + len(out)
             i = k % self.population

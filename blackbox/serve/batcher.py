@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +52,7 @@ class Job:
     """
 
     verb: str
-    key: Hashable
+    key: Any  # hashable: label words, generation params, ...
     items: list[Any]
     adapter: Adapter = None
     call: Callable[[list[Any], list[Adapter]], list[Any]] | None = None
@@ -146,17 +146,17 @@ class Batcher:
             until = deadline if n >= min(self._expect, self.max_batch) else max(deadline, linger)
             left = until - time.perf_counter()
             try:
-                job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                got = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is None:  # close(): finish this batch, then stop
+            if got is None:  # close(): finish this batch, then stop
                 self._queue.put(None)
                 break
-            if self._fits(first, job, n):
-                batch.append(job)
-                n += len(job.items)
+            if self._fits(first, got, n):
+                batch.append(got)
+                n += len(got.items)
             else:
-                self._held.append(job)
+                self._held.append(got)
         return batch
 
     def _loop(self) -> None:
@@ -205,9 +205,10 @@ class Batcher:
         verb = batch[0].verb
         items = [it for job in batch for it in job.items]
         adapters = [job.adapter for job in batch for _ in job.items]
-        if batch[0].call is not None:
-            flat = batch[0].call(items, adapters) if self.rows else \
-                self._by_adapter(batch, lambda its, a: batch[0].call(its, [a] * len(its)))
+        call = batch[0].call
+        if call is not None:
+            flat = call(items, adapters) if self.rows else \
+                self._by_adapter(batch, lambda its, a: call(its, [a] * len(its)))
         elif self.rows and verb in _ROW_VERBS:
             args, kwargs = self._args(batch[0], items)
             flat = self.backend.call_rows(verb, args, adapters, **kwargs)

@@ -43,7 +43,7 @@ def envelope(status: int, message: str, param: str | None = None, code: str | No
     """A JSONResponse holding the OpenAI error envelope."""
     from fastapi.responses import JSONResponse
 
-    err = APIError(status, _printable(message), _printable(param), code, type_)
+    err = APIError(status, _printable(message) or "", _printable(param), code, type_)
     return JSONResponse(status_code=status, headers=headers, content={"error": {
         "message": err.message, "type": err.type, "param": err.param, "code": err.code}})
 

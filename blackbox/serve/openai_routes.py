@@ -210,11 +210,11 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
                 choices.append({"index": i * req.n + j,
                                 "text": (p if req.echo else "") + out.text,
                                 "logprobs": lp_obj, "finish_reason": out.finish})
+    usage = _usage(prompt_tokens, completion_tokens)
     body = {"id": rid, "object": "text_completion", "created": created, "model": svc.model_id,
-            "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
+            "choices": choices, "usage": usage}
     if req.stream:
-        return one_chunk([{**body, "usage": None}], body["usage"] if _include_usage(req)
-                         else None)
+        return one_chunk([{**body, "usage": None}], usage if _include_usage(req) else None)
     return body
 
 
@@ -272,7 +272,8 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         head = {"id": rid, "object": "chat.completion.chunk", "created": created,
                 "model": svc.model_id}
         return await stream_chat(gen, head, _include_usage(req), prompt_tokens)
-    choices, completion_tokens = [], 0
+    choices: list[dict[str, Any]] = []
+    completion_tokens = 0
     for j, out in enumerate(await gen.collect()):
         completion_tokens += out.tokens
         lp_obj = None

@@ -118,7 +118,7 @@ class Service:
         # a backend with adapters but no local repository (the fake one) lists its own
         return sorted(self.backend.list_adapters()) if self.caps.adapters else []
 
-    def resolve_adapter(self, model: str | None, adapter: Adapter) -> Adapter:
+    def resolve_adapter(self, model: str | None, adapter: Any) -> Adapter:
         """The request's adapter: the ``adapter`` field, else ``model`` naming an adapter
         (as vLLM serves LoRA adapters as models). Unknown names are 404s."""
         if model not in (None, "", self.model_id):

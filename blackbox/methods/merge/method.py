@@ -65,7 +65,7 @@ class _Stage:
                              batch_size=self.cfg.popsize, budget=self.cfg.evaluations,
                              **options)
 
-        def objective(values: list[list[float]]) -> list[tuple[float, dict]]:
+        def objective(values: list[Any]) -> list[tuple[float, dict[str, Any]]]:
             return loss.evaluate([self.to_spec(list(v)) for v in values], values)
 
         return run_search(objective, opt, max_trials=self.cfg.evaluations,

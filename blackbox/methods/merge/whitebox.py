@@ -74,7 +74,7 @@ def peft_merge(backend: Backend, names: list[str], kind: str, density: float, se
         model = PeftModel.from_pretrained(base, str(folders[0]), adapter_name=names[0])
         for n, f in zip(names[1:], folders[1:], strict=True):
             model.load_adapter(str(f), adapter_name=n)
-        ranks = [model.peft_config[n].r for n in names]
+        ranks = [int(model.peft_config[n].r) for n in names]  # type: ignore[attr-defined]
         weights = [1.0] * len(names) if kind == "ties" else [1.0 / len(names)] * len(names)
         torch.manual_seed(seed)  # DARE's random drop
         model.add_weighted_adapter(names, weights, "merged", combination_type=COMBINATION[kind],

@@ -255,7 +255,7 @@ def train_adapter(spec: AdapterSpec, model_folder: Path, out: Path, cfg: TrainCo
     # a dot-name: the adapter repository never lists it while it is being written
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(str(tmp))
     record = {"spec": spec.describe(), "train": {**asdict(cfg), "seed": seed},
               "examples": len(data), "dropped_as_target_texts": dropped,
               "first_loss": float(np.mean(losses[:10])),

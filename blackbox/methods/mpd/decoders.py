@@ -98,6 +98,8 @@ def _build_head(spec: DecoderSpec, dim: int, n_classes: int, seed: int) -> Any:
         def project(self, h: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.normalize(h[:, 0] @ self.proj.T, dim=1)
 
+        protos: torch.Tensor  # a buffer (registered above)
+
         def forward(self, h: torch.Tensor) -> torch.Tensor:
             return self.radius - torch.cdist(self.project(h), self.protos)
 
