@@ -3,7 +3,8 @@
 vocabulary, answered in the legacy or the chat log-prob shape on either route, with the
 knobs real servers differ in (a completions route that refuses chat models, log-probs
 after or before ``logit_bias``, no log-probs at all, ``n`` or not, a tokenize route or
-not). Every request is recorded, so tests can check what was sent.
+not). Every request is recorded, so tests can check what was sent, and every answer
+carries a ``usage`` (recorded in ``usages``) unless ``usage=False``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ class FakeOpenAI:
     n_supported: bool = True
     replies: dict[str, list[str]] = field(default_factory=dict)  # prompt -> generated texts
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    usage: bool = True  # answers carry OpenAI's usage object
+    usages: list[dict[str, int]] = field(default_factory=list)  # every usage reported
+
+    def use(self, prompt: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        """The usage field of an answer: made-up but distinct counts (words + 7 read, each
+        choice's characters written), recorded in ``usages``."""
+        if not self.usage:
+            return {}
+        read = len(prompt.split()) + 7
+        wrote = sum(len(c.get("text") or (c.get("message") or {}).get("content") or "")
+                    for c in choices)
+        u = {"prompt_tokens": read, "completion_tokens": wrote, "total_tokens": read + wrote}
+        self.usages.append(u)
+        return {"usage": u}
 
     def dist(self, prompt: str, bias: dict[str, float] | None) -> tuple[list[float],
                                                                         list[float]]:
@@ -98,7 +113,8 @@ class FakeOpenAI:
                        for j, (t, lp) in enumerate(self.answer(body["prompt"], body,
                                                                self.completions_shape, k))]
             return {"id": "cmpl-1", "object": "text_completion", "created": 0,
-                    "model": body["model"], "choices": choices}
+                    "model": body["model"], "choices": choices,
+                    **self.use(body["prompt"], choices)}
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request) -> Any:
@@ -111,7 +127,7 @@ class FakeOpenAI:
                        for j, (t, lp) in enumerate(self.answer(prompt, body, self.chat_shape,
                                                                k))]
             return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                    "model": body["model"], "choices": choices}
+                    "model": body["model"], "choices": choices, **self.use(prompt, choices)}
 
         @app.post("/tokenize")
         async def tokenize(request: Request) -> Any:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
+from blackbox.backends.usage import TokenUsage, report_items
+from blackbox.backends.usage import active as usage_active
 from blackbox.engine.locks import FairRLock
 from blackbox.errors import BbxError
 
@@ -196,22 +198,28 @@ class LocalBackend:
         self, prompts: Sequence[str], label_words: Sequence[str], adapter: Adapter = None
     ) -> list[list[float]]:
         with self._lock:
-            return self.engine.label_logprobs(prompts, label_words,
-                                              adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.label_logprobs(prompts, label_words,
+                                             adapters=self._rows(adapter, len(prompts)))
+        self._report(prompts)
+        return out
 
     def score(
         self, prompts: Sequence[str], continuations: Sequence[str], adapter: Adapter = None
     ) -> list[list[float]]:
         with self._lock:
-            return self.engine.score(prompts, continuations,
-                                     adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.score(prompts, continuations,
+                                    adapters=self._rows(adapter, len(prompts)))
+        self._report([p + c for p, c in zip(prompts, continuations, strict=True)])
+        return out
 
     def hidden(
         self, prompts: Sequence[str], position: Position = "last", adapter: Adapter = None
     ) -> list[list[float]]:
         with self._lock:
-            return self.engine.hidden(prompts, position,
-                                      adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.hidden(prompts, position,
+                                     adapters=self._rows(adapter, len(prompts)))
+        self._report(prompts)
+        return out
 
     def generate(
         self, prompts: Sequence[str], params: dict[str, Any] | None = None, adapter: Adapter = None
@@ -222,8 +230,10 @@ class LocalBackend:
             raise BbxError(f"unknown generation parameter(s) {sorted(unknown)}: "
                            f"use {', '.join(sorted(_GEN_PARAMS))}")
         with self._lock:
-            return self.engine.generate(prompts, **params,
-                                        adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.generate(prompts, **params,
+                                       adapters=self._rows(adapter, len(prompts)))
+        self._report(prompts, out)
+        return out
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         with self._lock:
@@ -234,6 +244,15 @@ class LocalBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         with self._lock:
             return self.engine.count_tokens(texts)
+
+    def _report(self, read: Sequence[str], written: Sequence[str] | None = None) -> None:
+        """Per item, the tokens it read and wrote, counted by the model's own tokenizer
+        (:mod:`blackbox.backends.usage`); skipped outside a metered call (serving)."""
+        if not usage_active():
+            return
+        out = self.count_tokens(written) if written is not None else [0] * len(read)
+        report_items([TokenUsage(n, m) for n, m in zip(self.count_tokens(read), out,
+                                                        strict=True)])
 
     def vocabulary(self) -> list[str]:
         """Decoded token strings, index = token id (" positive", not "Ġpositive")."""
