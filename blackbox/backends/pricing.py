@@ -12,6 +12,7 @@ discounts). Prices change: override them with ``backend.pricing``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from blackbox.backends.usage import TokenUsage
 
@@ -54,3 +55,15 @@ def example_note(model: str) -> str:
     return (f"priced from bbx's example table: {model} ${p.input_per_mtok:g} in / "
             f"${p.output_per_mtok:g} out per Mtok, {EXAMPLE_PRICES_SOURCE} as of "
             f"{EXAMPLE_PRICES_DATE}; override with backend.pricing")
+
+
+def config_pricing(config: Any) -> tuple[Pricing | None, str | None]:
+    """A recipe ``backend:`` section's price and, when it came from the example table, the
+    note that says so: ``backend.pricing`` first, else a remote ``model`` in the table."""
+    given = getattr(config, "pricing", None)
+    if given is not None:
+        return Pricing(float(given.input_per_mtok), float(given.output_per_mtok)), None
+    model = getattr(config, "model", None) if getattr(config, "kind", None) == "remote" \
+        else None
+    found = example_pricing(model)
+    return (found, example_note(str(model))) if found is not None else (None, None)

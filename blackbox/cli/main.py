@@ -50,8 +50,23 @@ def run_cmd(
     run_dir: Annotated[Path | None, typer.Option(help="Reuse this run directory (resume).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the projected queries, tokens and dollars per stage; pay "
+        "nothing.")] = False,
 ) -> None:
     """Run a recipe (any method, or a chain)."""
+    if dry_run:
+        import json
+
+        from blackbox.cli.money import render_dry_run
+        from blackbox.dryrun import dry_run as project_recipe
+
+        plan = project_recipe(recipe, overrides=list(set_ or []))
+        if json_out:
+            typer.echo(json.dumps(plan, indent=2))
+        else:
+            render_dry_run(plan)
+        return
     from blackbox.api import run_recipe
 
     result = run_recipe(recipe, overrides=list(set_ or []), run_dir=run_dir, progress=progress)
@@ -147,7 +162,8 @@ def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Show a finished run's summary, usage and ledger counts."""
+    """Show a finished run's summary, usage and ledger counts, and what it paid (queries,
+    tokens in and out, dollars)."""
     from blackbox.runs import ledger_counts, read_run
 
     run = read_run(run_dir)
@@ -156,6 +172,10 @@ def report_cmd(
                        f"bbx run RECIPE --run-dir {run_dir}")
     summary = {**run["summary"], "ledger": ledger_counts(Path(run_dir) / "ledger.jsonl")}
     emit(summary, run_dir, json_out)
+    if not json_out:
+        from blackbox.cli.money import paid_line
+
+        typer.echo(paid_line(summary.get("usage") or {}))
 
 
 @app.command("ls")
