@@ -248,7 +248,7 @@ class MeteredBackend:
                 "t": round(now, 3), "verb": verb, "key": k[:16], "cached": i not in got,
                 "tokens": use.prompt_tokens, "prompt_tokens": use.prompt_tokens,
                 "completion_tokens": use.completion_tokens,
-                "usd": round(self.pricing.usd(use), 9) if self.pricing is not None else None,
+                "usd": self.pricing.usd(use) if self.pricing is not None else None,
                 "latency_s": round(latency, 5) if i in got else 0.0}
             if est:
                 row["estimated"] = True
