@@ -58,7 +58,7 @@ def _project_step(name: str, recipe: Any, backend: Any) -> dict[str, Any]:
     pricing, note = config_pricing(recipe.backend)
     if recipe.budget.max_usd is not None and pricing is None:
         raise BbxError(MISSING_PRICE)
-    inner = backend if backend is not None else make_backend(recipe.backend)
+    inner = backend if backend is not None else _offline(recipe.backend, make_backend)
     try:
         try:
             stages = METHODS.get(recipe.method).plan(recipe, inner)
@@ -76,3 +76,14 @@ def _project_step(name: str, recipe: Any, backend: Any) -> dict[str, Any]:
     elif pricing is None:
         out["pricing"] = "no price: give backend.pricing to see dollars"
     return out
+
+
+def _offline(config: Any, make_backend: Any) -> Any:
+    """The recipe's backend for projecting only: a remote one needs no API key here (no
+    verb is called; a plan that asks the server what it is copes with a refusal)."""
+    import os
+
+    if config.kind == "remote" and not config.base_url and not os.environ.get(
+            config.api_key_env) and not os.environ.get("OPENAI_BASE_URL"):
+        config = config.model_copy(update={"base_url": "https://api.openai.com/v1"})
+    return make_backend(config)

@@ -31,9 +31,9 @@ def render_dry_run(plan: dict[str, Any]) -> None:
                   f"[bold]{_usd(t['usd'])}[/]")
     out = console()
     out.print(table)
-    for s in plan["steps"]:
-        if s.get("pricing"):
-            out.print(f"{s['step']}: {s['pricing']}")
+    notes = dict.fromkeys(s["pricing"] for s in plan["steps"] if s.get("pricing"))
+    for note in notes:  # once each: the steps of a chain mostly share one backend
+        out.print(note)
     caps = plan.get("budget") or {}
     over = [f"{k}={v}" for k, v, used in (
         ("max_queries", caps.get("max_queries"), t["queries"]),

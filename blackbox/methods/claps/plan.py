@@ -17,10 +17,12 @@ from blackbox.backends.base import Backend
 from blackbox.data import load_split
 from blackbox.data.datasets import seeded_subset
 from blackbox.data.tasks import render
+from blackbox.errors import BbxError
 from blackbox.methods.claps.prune import n_kept
 from blackbox.methods.claps.recipe import ClapsRecipe
 from blackbox.methods.claps.reward import balanced_subset
 from blackbox.methods.claps.vocab import backend_tokenizer, candidate_vocabulary, prompt_text
+from blackbox.methods.claps.words import WORDS
 from blackbox.methods.plan import Stage
 from blackbox.runs import child_rng
 
@@ -49,7 +51,10 @@ def plan(recipe: ClapsRecipe, backend: Backend) -> list[Stage]:
     if recipe.search == "manual":
         return [stage("train", n, rendered([""], train)),
                 stage("dev", len(dev), rendered([""], dev)), *tail]
-    vocab = candidate_vocabulary(recipe.vocab, backend)
+    try:
+        vocab = candidate_vocabulary(recipe.vocab, backend)
+    except BbxError:  # a server that cannot say (unreachable): the built-in words
+        vocab = candidate_vocabulary(list(WORDS), backend)
     stages: list[Stage] = []
     clustered = list(vocab.texts)
     if recipe.clusters and recipe.clusters < len(vocab):

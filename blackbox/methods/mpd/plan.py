@@ -16,6 +16,7 @@ from blackbox.backends.base import Backend
 from blackbox.data import load_split
 from blackbox.data.datasets import read_texts, seeded_subset
 from blackbox.data.tasks import render
+from blackbox.errors import BbxError
 from blackbox.methods.mpd.features import MAX_FALLBACK_CANDIDATES, hidden_route
 from blackbox.methods.mpd.recipe import DecodeRecipe
 from blackbox.methods.plan import Stage, distinct
@@ -50,7 +51,11 @@ def plan(recipe: DecodeRecipe, backend: Backend) -> list[Stage]:
     stages: list[Stage] = []
     inner = getattr(backend, "inner", backend)
     reads_table = hasattr(inner, "vocabulary") and hasattr(inner, "token_embeddings")
-    if k > 1 and not reads_table and backend.capabilities.embed:
+    try:  # a remote backend asks its server (free); unreachable, assume the common case
+        route, embeds = hidden_route(backend), backend.capabilities.embed
+    except BbxError:
+        route, embeds = "embeddings", True
+    if k > 1 and not reads_table and embeds:
         texts = [e.text for e in splits["train"] + splits["dev"]]
         counts = Counter(m.group(0).lower() for t in texts for m in _WORDS.finditer(t))
         cands = sorted(counts)[:MAX_FALLBACK_CANDIDATES]
@@ -58,7 +63,6 @@ def plan(recipe: DecodeRecipe, backend: Backend) -> list[Stage]:
                             [w.strip() for w in task.label_words] + cands))
     stages.append(Stage("content-free", "label_logprobs", len(templates),
                         [render(t, "", "") for t in templates], words))
-    route = hidden_route(backend)
     for split, exs in splits.items():
         stages += _features(split, [e.text for e in exs], templates, words, route,
                             task.max_words, recipe.logprobs_from_hidden)
