@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from blackbox.backends.metered import DEFAULT_MAX_TOKENS
 from blackbox.backends.usage import TokenUsage
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 BOUND_CHARS_PER_TOKEN = 3
 TYPICAL_CHARS_PER_TOKEN = 4
 CHAT_FRAMING_TOKENS = 8  # role markers and reply priming around each chat message
-DEFAULT_MAX_TOKENS = 64  # what the generate verb asks for when params name none
 
 
 def usage_bounds(b: RemoteBackend, verb: str, items: list[dict[str, Any]], texts: list[str],
