@@ -176,3 +176,14 @@ def test_example_prices_are_the_default_for_remote_models_and_noted() -> None:
     mine = RemoteBackendConfig(model="gpt-4o", pricing={"input_per_mtok": 1,
                                                         "output_per_mtok": 2})
     assert config_pricing(mine) == (Pricing(1.0, 2.0), None)
+
+
+def test_a_metered_backend_inside_another_reports_upwards(tmp_path) -> None:
+    inner = MeteredBackend(FakeBackend(), tmp_path / "inner", pricing=PRICE)
+    inner.label_logprobs(["a b"], WORDS)  # the inner cache holds it: free for the outer
+    outer = MeteredBackend(inner, tmp_path / "outer", tmp_path / "l.jsonl", pricing=PRICE)
+    outer.label_logprobs(["a b", "c d e"], WORDS)
+    rows = _ledger(tmp_path / "l.jsonl")
+    assert [(r["prompt_tokens"], r.get("estimated", False)) for r in rows] == [(0, False),
+                                                                             (3, False)]
+    assert outer.usage.usd == pytest.approx(PRICE.usd(TokenUsage(3, 1)))

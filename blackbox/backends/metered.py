@@ -152,14 +152,22 @@ class MeteredBackend:
         bounds = self._bounds(verb, [items[i] for i in miss], [texts[i] for i in miss])
         reserved = self._reserve(verb, len(items), bounds)
         t0 = time.perf_counter()
+        sink: usage_scope.UsageSink | None = None
         try:
             with usage_scope.collect(len(miss)) as sink:
                 fresh = compute(miss) if miss else []
         except BaseException:
-            self._settle(bounds, [None] * len(miss), reserved)  # maybe paid: keep the bound
+            # what answered before the failure reported its usage; the rest may have been
+            # paid for all the same: charge its bound
+            self._settle(bounds, sink.per_item() if sink is not None else [None] * len(miss),
+                         reserved)
             raise
         latency = (time.perf_counter() - t0) / max(1, len(miss))
         paid = self._settle(bounds, sink.per_item(), reserved)
+        if usage_scope.active():  # metered inside a metered call: report upwards, cached = 0
+            got = dict(zip(miss, paid, strict=True))
+            usage_scope.report_items([got[i][0] if i in got else TokenUsage()
+                                      for i in range(len(items))])
         by_key = {keys[i]: r for i, r in zip(miss, fresh, strict=True)}
         for i, k in enumerate(keys):
             if not hit[i]:
