@@ -214,7 +214,7 @@ class MeteredBackend:
             if b.max_usd is not None and u.usd + u.reserved_usd + cost > b.max_usd:
                 raise BudgetExceeded(
                     f"dollar budget reached: ${u.usd + u.reserved_usd:.6f} of "
-                    f"${b.max_usd:g} used, up to ${cost:.6f} more needed; raise "
+                    f"${b.max_usd:.6f} used, up to ${cost:.6f} more needed; raise "
                     "budget.max_usd to continue"
                 )
             u.queries += n

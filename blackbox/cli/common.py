@@ -56,14 +56,15 @@ def render_chain(summary: dict[str, Any], run_dir: Path | str | None = None) -> 
 
     table = Table(title="bbx chain")
     for col in ("step", "method", "held-out accuracy", "queries paid", "cached", "tokens",
-                "wall s", "artefact"):
+                "USD", "wall s", "artefact"):
         table.add_column(col, overflow="fold")
     for r in summary["steps"]:
         acc = (f"{100 * r['accuracy']:.1f}% ({r['split']}, {r['n']})"
                if r.get("accuracy") is not None else "-")
         art = r.get("artefact")
         table.add_row(r["step"], r["method"], acc, str(r["queries"]), str(r["cached"]),
-                      str(r["tokens"]), f"{r['wall_s']:.0f}" if r.get("wall_s") else "-",
+                      str(r["tokens"]), "-" if r.get("usd") is None else f"${r['usd']:.4f}",
+                      f"{r['wall_s']:.0f}" if r.get("wall_s") else "-",
                       "-" if art is None else repr(art) if r["method"] == "search-prompt"
                       else str(art))
     out = console()
