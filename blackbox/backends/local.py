@@ -190,7 +190,12 @@ class LocalBackend:
             rows_or_none = None if all(r is None for r in rows) else rows
             if callable(verb):
                 return verb(self.engine, *args, adapters=rows_or_none, **kwargs)
-            return getattr(self.engine, verb)(*args, adapters=rows_or_none, **kwargs)
+            out = getattr(self.engine, verb)(*args, adapters=rows_or_none, **kwargs)
+        if verb == "score":
+            self._report([p + c for p, c in zip(args[0], args[1], strict=True)])
+        elif verb in ("label_logprobs", "hidden", "mean_hidden", "generate"):
+            self._report(args[0], out if verb == "generate" else None)
+        return out
 
     # ---- verbs --------------------------------------------------------------------------
 
