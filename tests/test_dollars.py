@@ -85,7 +85,7 @@ class _Dense(FakeBackend):
 def test_usage_above_the_projection_scales_later_projections(tmp_path) -> None:
     m = MeteredBackend(_Dense(), None, None, Budget(max_usd=1.0), pricing=PRICE)
     m.label_logprobs(["a b c d"], WORDS)
-    assert m.usage.tokens == 8 and m._scale == pytest.approx(2.0)
+    assert m.usage.tokens == 8 and m.meter.scale == pytest.approx(2.0)
 
 
 # ---- the dollar budget --------------------------------------------------------------------

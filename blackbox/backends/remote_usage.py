@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from blackbox.backends.metered import DEFAULT_MAX_TOKENS
+from blackbox.backends.budget import DEFAULT_MAX_TOKENS
 from blackbox.backends.usage import TokenUsage
 
 if TYPE_CHECKING:

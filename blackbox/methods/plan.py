@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blackbox.backends.base import Backend
-from blackbox.backends.metered import usage_bounds
+from blackbox.backends.budget import usage_bounds
 from blackbox.backends.pricing import Pricing
 
 SAMPLE = 2000  # inputs tokenized per stage at most: the mean of a sample stands for the rest
