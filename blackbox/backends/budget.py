@@ -84,6 +84,7 @@ class Meter:
         return bounds
 
     def cost(self, usages: Sequence[TokenUsage]) -> float:
+        """What ``usages`` cost at the backend's price (0 when unpriced)."""
         if self.pricing is None:
             return 0.0
         return sum(self.pricing.usd(u) for u in usages)
