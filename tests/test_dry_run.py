@@ -85,6 +85,9 @@ def test_cli_dry_run_then_run_then_report_what_was_paid(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["total"]["queries"] == 20 and not (tmp_path / "out").exists()
+    direct = bbx("eval", "--task", "trec", "--backend", "fake", "--limit", "20", "--json",
+                 "--dry-run", "--output-dir", str(tmp_path / "out"))
+    assert json.loads(direct.stdout)["total"]["queries"] == 20  # the method command too
     table = bbx("run", str(f), "--dry-run")
     assert table.returncode == 0 and "total" in table.stdout and "nothing paid" in table.stdout
     assert bbx("run", str(f), "--no-progress").returncode == 0

@@ -56,16 +56,9 @@ def run_cmd(
 ) -> None:
     """Run a recipe (any method, or a chain)."""
     if dry_run:
-        import json
+        from blackbox.cli.money import show_dry_run
 
-        from blackbox.cli.money import render_dry_run
-        from blackbox.dryrun import dry_run as project_recipe
-
-        plan = project_recipe(recipe, overrides=list(set_ or []))
-        if json_out:
-            typer.echo(json.dumps(plan, indent=2))
-        else:
-            render_dry_run(plan)
+        show_dry_run(recipe, list(set_ or []), json_out)
         return
     from blackbox.api import run_recipe
 
@@ -98,6 +91,9 @@ def eval_cmd(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
     api: ApiOpt = "auto",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the projected queries, tokens and dollars; pay nothing.")]
+    = False,
 ) -> None:
     """Accuracy of a template (+ optional prompt) on a task split, through any backend."""
     from blackbox.api import run_recipe
@@ -111,6 +107,11 @@ def eval_cmd(
         "template": int(template) if template.isdigit() else template,
         "budget": {"max_queries": max_queries},
     }, source="bbx eval")
+    if dry_run:
+        from blackbox.cli.money import show_dry_run
+
+        show_dry_run(recipe, None, json_out)
+        return
     result = run_recipe(recipe, progress=progress)
     emit(result.summary, result.run_dir, json_out)
 

@@ -11,6 +11,22 @@ def _usd(v: Any) -> str:
     return "-" if v is None else f"${v:,.4f}"
 
 
+def show_dry_run(recipe: Any, overrides: list[str] | None, json_out: bool) -> None:
+    """Project ``recipe`` (a path, a mapping or a validated recipe) and print it: a table,
+    or JSON with ``--json``. Nothing is paid."""
+    import json
+
+    import typer
+
+    from blackbox.dryrun import dry_run
+
+    plan = dry_run(recipe, overrides=overrides)
+    if json_out:
+        typer.echo(json.dumps(plan, indent=2))
+    else:
+        render_dry_run(plan)
+
+
 def render_dry_run(plan: dict[str, Any]) -> None:
     """One table: per step and stage, projected queries, tokens in / out and dollars."""
     from rich.table import Table
