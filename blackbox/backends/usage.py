@@ -51,6 +51,8 @@ class UsageSink:
         """Credit ``usage`` to ``items``, split evenly (the first ones take the remainder)."""
         items = list(items) or list(range(self.n))
         k = len(items)
+        if k == 0:  # a call with no items: nothing to credit
+            return
         p, pr = divmod(usage.prompt_tokens, k)
         c, cr = divmod(usage.completion_tokens, k)
         with self._lock:
