@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP) llama-server
 	$(VENV)/bin/ruff check blackbox tests scripts
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 # llama.cpp's OpenAI server for the third-party server test: a portable wheel built ONCE
@@ -35,6 +36,7 @@ llama-server:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check blackbox tests scripts
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) scripts/bench_engine.py

@@ -10,7 +10,8 @@ from typing import Any
 from blackbox.backends import BACKENDS
 from blackbox.backends.abilities import check_needs
 from blackbox.backends.base import Backend
-from blackbox.backends.metered import Budget, MeteredBackend
+from blackbox.backends.metered import MISSING_PRICE, Budget, MeteredBackend
+from blackbox.backends.pricing import config_pricing
 from blackbox.errors import BbxError
 from blackbox.methods import METHODS
 from blackbox.methods.base import RunContext
@@ -31,7 +32,7 @@ class RunResult:
 
 def make_backend(config: Any) -> Backend:
     """Instantiate the (unmetered) backend a recipe's ``backend:`` section describes."""
-    options = config.model_dump(exclude={"kind"})
+    options = config.model_dump(exclude={"kind", "pricing"})  # pricing is the meter's
     cls = BACKENDS.get(config.kind)
     return cls(**options)
 
@@ -72,6 +73,9 @@ def run_recipe(
         raise BbxError("overrides apply to recipe files; edit the recipe object instead")
     method = recipe.method  # type: ignore[attr-defined]
     run_fn = METHODS.get(method).run
+    pricing, price_note = config_pricing(recipe.backend)
+    if recipe.budget.max_usd is not None and pricing is None:
+        raise BbxError(MISSING_PRICE)  # before any run directory or call
     data = recipe.model_dump(mode="json")
     fresh = run_dir is None
     rd = RunDir.open(data, recipe.output_dir, run_dir, name=_recipe_name(recipe),
@@ -88,11 +92,15 @@ def run_recipe(
             inner,
             cache_dir=recipe.cache_dir or responses_dir(),
             ledger_path=rd.ledger,
-            budget=Budget(recipe.budget.max_queries, recipe.budget.max_tokens),
+            budget=Budget(recipe.budget.max_queries, recipe.budget.max_tokens,
+                          recipe.budget.max_usd),
+            pricing=pricing,
         )
         ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress,
                          allow_overlap=recipe.allow_overlap, label=method)
         ctx.notes.update(task_notes(recipe))
+        if price_note:
+            ctx.notes["pricing"] = price_note
         rd.write_manifest(method=method, seed=recipe.seed, task=recipe.task_name,
                           backend={"kind": inner.name, "fingerprint": inner.fingerprint,
                                    "capabilities": inner.capabilities.as_dict()})
@@ -103,7 +111,8 @@ def run_recipe(
     finally:
         if metered is not None:
             metered.close(close_inner=close_backend)
-    summary = {"method": method, **summary, "usage": metered.usage.as_dict(),
+    summary = {"method": method, **summary,
+               "usage": metered.usage.as_dict(priced=pricing is not None),
                "ledger_rows_this_run": ledger_counts(rd.ledger)["rows"] - ledger_before,
                "run_wall_s": round(time.perf_counter() - t0, 2)}
     if ctx.notes:
@@ -176,7 +185,8 @@ def _failed(rd: RunDir, fresh: bool, error: BaseException, metered: MeteredBacke
         return
     message = str(error) or type(error).__name__
     rd.write_summary({"status": "failed", "error": message,
-                      "usage": metered.usage.as_dict() if metered is not None else {},
+                      "usage": metered.usage.as_dict(priced=metered.pricing is not None)
+                      if metered is not None else {},
                       "paid_rows": paid, "run_wall_s": round(wall, 2),
                       **({"notes": ctx.notes} if ctx is not None and ctx.notes else {})})
 

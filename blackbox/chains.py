@@ -139,7 +139,7 @@ def run_chain(chain: dict[str, Any], run_dir: str | Path | None = None,
     name = chain.get("name") or "chain"
     rd = RunDir.open(chain, chain.get("output_dir", "results/runs"), run_dir, name=name)
     cap = dict(chain.get("budget") or {})
-    paid = {"queries": 0, "tokens": 0}
+    paid: dict[str, Any] = {"queries": 0, "tokens": 0, "completion_tokens": 0, "usd": None}
     summaries: dict[str, tuple[str, dict[str, Any]]] = {}
     backends: dict[str, Any] = {}  # one backend per distinct config: the model loads once
     rows = []
@@ -157,9 +157,10 @@ def run_chain(chain: dict[str, Any], run_dir: str | Path | None = None,
                 resolved["output_dir"] = str(rd.path / "steps")
                 budget = dict(resolved.get("budget") or {})
                 for key, used in (("max_queries", paid["queries"]),
-                                  ("max_tokens", paid["tokens"])):
+                                  ("max_tokens", paid["tokens"]),
+                                  ("max_usd", paid["usd"] or 0.0)):
                     if cap.get(key) is not None:
-                        left = max(0, int(cap[key]) - used)
+                        left = max(0, cap[key] - used)
                         budget[key] = left if budget.get(key) is None else min(left, budget[key])
                 resolved["budget"] = budget
                 recipe = parse_recipe(resolved, source=f"step '{data['name']}'")
@@ -175,6 +176,9 @@ def run_chain(chain: dict[str, Any], run_dir: str | Path | None = None,
             usage = summary.get("usage", {})
             paid["queries"] += int(usage.get("queries", 0))
             paid["tokens"] += int(usage.get("tokens", 0))
+            paid["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+            if usage.get("usd") is not None:  # None: unpriced (local, or no price given)
+                paid["usd"] = round((paid["usd"] or 0.0) + float(usage["usd"]), 6)
             summaries[data["name"]] = (summary["method"], summary)
             rows.append(_row(data["name"], summary, step_dir))
     finally:
@@ -202,7 +206,7 @@ def _row(name: str, summary: dict[str, Any], step_dir: Path) -> dict[str, Any]:
             "split": shown[0] if shown else None, "n": shown[1] if shown else None,
             "accuracy": shown[2] if shown else None,
             "queries": usage.get("queries", 0), "cached": usage.get("cached", 0),
-            "tokens": usage.get("tokens", 0), "wall_s": summary.get("run_wall_s"),
-            "artefact": artefact,
-            # dollars only where the backend prices its calls (the report adds a column)
-            **({"usd": usage["usd"]} if usage.get("usd") is not None else {})}
+            "tokens": usage.get("tokens", 0),
+            "completion_tokens": usage.get("completion_tokens", 0), "usd": usage.get("usd"),
+            "wall_s": summary.get("run_wall_s"),
+            "artefact": artefact}

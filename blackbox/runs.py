@@ -175,9 +175,11 @@ def read_run(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def ledger_counts(path: str | Path) -> dict[str, int]:
-    """Rows, uncached (paid) rows and paid tokens in a ledger file."""
-    rows = paid = tokens = 0
+def ledger_counts(path: str | Path) -> dict[str, Any]:
+    """Rows, uncached (paid) rows, and what the paid rows cost: prompt tokens (``tokens``),
+    completion tokens and dollars (``usd``: ``None`` when no row was priced)."""
+    rows = paid = tokens = completion = 0
+    usd: float | None = None
     p = Path(path)
     if p.is_file():
         for line in p.read_text().splitlines():
@@ -189,7 +191,11 @@ def ledger_counts(path: str | Path) -> dict[str, int]:
             if not row.get("cached"):
                 paid += 1
                 tokens += int(row.get("tokens", 0))
-    return {"rows": rows, "paid": paid, "cached": rows - paid, "tokens": tokens}
+                completion += int(row.get("completion_tokens") or 0)
+                if row.get("usd") is not None:
+                    usd = (usd or 0.0) + float(row["usd"])
+    return {"rows": rows, "paid": paid, "cached": rows - paid, "tokens": tokens,
+            "completion_tokens": completion, "usd": None if usd is None else round(usd, 6)}
 
 
 def run_status(summary: dict[str, Any] | None) -> str:

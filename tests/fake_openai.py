@@ -5,7 +5,8 @@ knobs real servers differ in (a completions route that refuses chat models, log-
 after or before ``logit_bias``, no log-probs at all, ``n`` or not, a tokenize route or
 not) and the ways a user's input goes wrong (a key the server refuses, a model it does not
 serve, a model neither route takes, a cap on ``top_logprobs``). Every request is recorded,
-so tests can check what was sent.
+so tests can check what was sent, and every answer carries a ``usage`` (recorded in
+``usages``) unless ``usage=False``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ class FakeOpenAI:
     refuse_chat: bool = False  # the chat route refuses the model too (an embedding model)
     delay_s: float = 0.0  # every generation request waits this long (no compute)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    usage: bool = True  # answers carry OpenAI's usage object
+    usages: list[dict[str, int]] = field(default_factory=list)  # every usage reported
+
+    def use(self, prompt: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        """The usage field of an answer: made-up but distinct counts (words + 7 read, each
+        choice's characters written), recorded in ``usages``."""
+        if not self.usage:
+            return {}
+        read = len(prompt.split()) + 7
+        wrote = sum(len(c.get("text") or (c.get("message") or {}).get("content") or "")
+                    for c in choices)
+        u = {"prompt_tokens": read, "completion_tokens": wrote, "total_tokens": read + wrote}
+        self.usages.append(u)
+        return {"usage": u}
 
     def dist(self, prompt: str, bias: dict[str, float] | None) -> tuple[list[float],
                                                                         list[float]]:
@@ -127,7 +142,8 @@ class FakeOpenAI:
                        for j, (t, lp) in enumerate(self.answer(body["prompt"], body,
                                                                self.completions_shape, k))]
             return {"id": "cmpl-1", "object": "text_completion", "created": 0,
-                    "model": body["model"], "choices": choices}
+                    "model": body["model"], "choices": choices,
+                    **self.use(body["prompt"], choices)}
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request) -> Any:
@@ -146,7 +162,7 @@ class FakeOpenAI:
                        for j, (t, lp) in enumerate(self.answer(prompt, body, self.chat_shape,
                                                                k))]
             return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                    "model": body["model"], "choices": choices}
+                    "model": body["model"], "choices": choices, **self.use(prompt, choices)}
 
         @app.post("/tokenize")
         async def tokenize(request: Request) -> Any:

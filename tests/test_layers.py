@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "blackbox.methods": 6,
     "blackbox.recipes": 7, "blackbox.recipes.loader": 7,
     "blackbox.api": 8, "blackbox.chains": 8, "blackbox.report": 8,
-    "blackbox.bench": 8,
+    "blackbox.bench": 8, "blackbox.dryrun": 8,
     "blackbox.cli": 9,
 }
 

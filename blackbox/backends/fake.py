@@ -8,7 +8,11 @@ Every answer is a pure function of the request and ``seed``:
   label words shifted down by one nat (real backends do not normalize over label words);
 * hidden states and embeddings: a normalized sum of per-word pseudo-random vectors, so that
   texts sharing words get similar vectors;
-* ``calls`` counts the prompts actually computed, so tests can check what was paid for.
+* ``calls`` counts the prompts actually computed, so tests can check what was paid for;
+* token usage, reported per item like a served model's (:mod:`blackbox.backends.usage`):
+  prompt tokens are :meth:`FakeBackend.count_tokens` (words) of what is read, completion
+  tokens one per label-score request (the one next token a server would write) and the
+  generated reply's words for ``generate``; ``score``, ``hidden`` and ``embed`` write none.
 
 Its only optional ability is ``adapters`` (when ``adapter_bias`` names some): it has no
 tokenizer, no weights and no engine, so it is also the reference for what a method does on
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
+from blackbox.backends.usage import TokenUsage, report_items
 from blackbox.errors import BbxError
 
 _WORD = re.compile(r"[a-z0-9']+")
@@ -113,6 +118,7 @@ class FakeBackend:
                 logits.append(z)
             lse = math.log(sum(math.exp(z) for z in logits))
             out.append([z - lse - 1.0 for z in logits])
+        self._report(prompts, [1] * len(prompts))
         return out
 
     def score(
@@ -127,6 +133,7 @@ class FakeBackend:
             toks = c.split() or [c]
             out.append([-0.1 - 5.0 * _hash_unit(self.seed, p, i, t) + shift
                         for i, t in enumerate(toks)])
+        self._report([p + c for p, c in zip(prompts, continuations, strict=True)])
         return out
 
     def _text_vec(self, text: str) -> list[float]:
@@ -140,6 +147,7 @@ class FakeBackend:
         self, prompts: Sequence[str], position: Position = "last", adapter: Adapter = None
     ) -> list[list[float]]:
         self.calls += len(prompts)
+        self._report(prompts)
         return [self._text_vec(p) for p in prompts]
 
     def generate(
@@ -147,11 +155,19 @@ class FakeBackend:
     ) -> list[str]:
         self.calls += len(prompts)
         sample = (params or {}).get("seed", 0)
-        return [f"fake-{int(_hash_unit(self.seed, p, sample) * 1e6):06d}" for p in prompts]
+        replies = [f"fake-{int(_hash_unit(self.seed, p, sample) * 1e6):06d}" for p in prompts]
+        self._report(prompts, self.count_tokens(replies))
+        return replies
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         self.calls += len(texts)
+        self._report(texts)
         return [self._text_vec(t) for t in texts]
+
+    def _report(self, read: Sequence[str], written: Sequence[int] | None = None) -> None:
+        """Per item, the tokens it read and wrote (the fake's usage model, module docs)."""
+        report_items([TokenUsage(n, written[i] if written is not None else 0)
+                      for i, n in enumerate(self.count_tokens(read))])
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [max(1, len(t.split())) for t in texts]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
+from blackbox.backends.usage import TokenUsage, report_items
+from blackbox.backends.usage import active as usage_active
 from blackbox.engine.locks import FairRLock
 from blackbox.errors import BbxError
 
@@ -191,7 +193,12 @@ class LocalBackend:
             rows_or_none = None if all(r is None for r in rows) else rows
             if callable(verb):
                 return verb(self.engine, *args, adapters=rows_or_none, **kwargs)
-            return getattr(self.engine, verb)(*args, adapters=rows_or_none, **kwargs)
+            out = getattr(self.engine, verb)(*args, adapters=rows_or_none, **kwargs)
+        if verb == "score":
+            self._report([p + c for p, c in zip(args[0], args[1], strict=True)])
+        elif verb in ("label_logprobs", "hidden", "mean_hidden", "generate"):
+            self._report(args[0], out if verb == "generate" else None)
+        return out
 
     # ---- optional abilities (see blackbox.backends.abilities) ----------------------------
 
@@ -226,22 +233,28 @@ class LocalBackend:
         self, prompts: Sequence[str], label_words: Sequence[str], adapter: Adapter = None
     ) -> list[list[float]]:
         with self._lock:
-            return self.engine.label_logprobs(prompts, label_words,
-                                              adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.label_logprobs(prompts, label_words,
+                                             adapters=self._rows(adapter, len(prompts)))
+        self._report(prompts)
+        return out
 
     def score(
         self, prompts: Sequence[str], continuations: Sequence[str], adapter: Adapter = None
     ) -> list[list[float]]:
         with self._lock:
-            return self.engine.score(prompts, continuations,
-                                     adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.score(prompts, continuations,
+                                    adapters=self._rows(adapter, len(prompts)))
+        self._report([p + c for p, c in zip(prompts, continuations, strict=True)])
+        return out
 
     def hidden(
         self, prompts: Sequence[str], position: Position = "last", adapter: Adapter = None
     ) -> list[list[float]]:
         with self._lock:
-            return self.engine.hidden(prompts, position,
-                                      adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.hidden(prompts, position,
+                                     adapters=self._rows(adapter, len(prompts)))
+        self._report(prompts)
+        return out
 
     def generate(
         self, prompts: Sequence[str], params: dict[str, Any] | None = None, adapter: Adapter = None
@@ -252,8 +265,10 @@ class LocalBackend:
             raise BbxError(f"unknown generation parameter(s) {sorted(unknown)}: "
                            f"use {', '.join(sorted(_GEN_PARAMS))}")
         with self._lock:
-            return self.engine.generate(prompts, **params,
-                                        adapters=self._rows(adapter, len(prompts)))
+            out = self.engine.generate(prompts, **params,
+                                       adapters=self._rows(adapter, len(prompts)))
+        self._report(prompts, out)
+        return out
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         with self._lock:
@@ -264,6 +279,15 @@ class LocalBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         with self._lock:
             return self.engine.count_tokens(texts)
+
+    def _report(self, read: Sequence[str], written: Sequence[str] | None = None) -> None:
+        """Per item, the tokens it read and wrote, counted by the model's own tokenizer
+        (:mod:`blackbox.backends.usage`); skipped outside a metered call (serving)."""
+        if not usage_active():
+            return
+        out = self.count_tokens(written) if written is not None else [0] * len(read)
+        report_items([TokenUsage(n, m) for n, m in zip(self.count_tokens(read), out,
+                                                        strict=True)])
 
     def vocabulary(self) -> list[str]:
         """Decoded token strings, index = token id (" positive", not "Ġpositive")."""

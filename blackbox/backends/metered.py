@@ -5,10 +5,19 @@ Every backend a method uses is wrapped in :class:`MeteredBackend`:
 1. each item of a batched request (one prompt, one pair, ...) gets a content address: the
    sha256 of the canonical JSON of the request plus the backend's fingerprint;
 2. cached items are answered from a ``diskcache`` store (JSON values, never pickle);
-3. the items still to pay for are checked against the budget BEFORE the call — a request that
-   would overspend raises :class:`~blackbox.errors.BudgetExceeded` and nothing is sent;
-4. the misses go to the inner backend in one batched call;
-5. one ``ledger.jsonl`` row per item records verb, key, cached flag, tokens and latency.
+3. the items still to pay for are checked against the budget BEFORE the call, on a
+   conservative projection of their usage (prompt tokens counted or over-estimated,
+   completion tokens = the most the request may write; see :func:`usage_bounds`) — a
+   request that would overspend raises :class:`~blackbox.errors.BudgetExceeded` and nothing
+   is sent; the projection is reserved, so concurrent callers cannot overspend together;
+4. the misses go to the inner backend in one batched call, inside a
+   :func:`~blackbox.backends.usage.collect` scope: the backend reports each response's real
+   token usage (:mod:`blackbox.backends.usage`), which then replaces the reservation;
+5. one ``ledger.jsonl`` row per item records verb, key, cached flag, prompt and completion
+   tokens, dollars (at the backend's :class:`~blackbox.backends.pricing.Pricing`) and
+   latency. Cached items cost nothing.
+
+The budget, the usage and the ledger rows' contents live in :mod:`blackbox.backends.budget`.
 
 A run killed midway and restarted on the same cache pays again for nothing it already had.
 """
@@ -20,35 +29,25 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blackbox.backends import usage as usage_scope
 from blackbox.backends.abilities import require
 from blackbox.backends.base import Adapter, Backend, Capabilities, Position, normalize_adapter
-from blackbox.errors import BudgetExceeded
+from blackbox.backends.budget import (
+    DEFAULT_MAX_TOKENS,
+    MISSING_PRICE,
+    Budget,
+    Meter,
+    Usage,
+    usage_bounds,
+)
+from blackbox.backends.pricing import Pricing
+from blackbox.backends.usage import TokenUsage
 
-
-@dataclass
-class Budget:
-    """Limits on what a run may pay for (``None`` = unlimited)."""
-
-    max_queries: int | None = None
-    max_tokens: int | None = None
-
-
-@dataclass
-class Usage:
-    """What a metered backend has answered so far."""
-
-    queries: int = 0  # items paid for (sent to the inner backend)
-    tokens: int = 0  # prompt tokens of the items paid for
-    cached: int = 0  # items answered from the cache
-    by_verb: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"queries": self.queries, "tokens": self.tokens, "cached": self.cached,
-                "by_verb": dict(self.by_verb)}
+__all__ = ["DEFAULT_MAX_TOKENS", "MISSING_PRICE", "Budget", "MeteredBackend", "Usage",
+           "canonical_key", "label_logprobs_rows", "usage_bounds"]
 
 
 def canonical_key(payload: dict[str, Any]) -> str:
@@ -66,11 +65,11 @@ class MeteredBackend:
         cache_dir: str | Path | None = None,
         ledger_path: str | Path | None = None,
         budget: Budget | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self.inner = inner
         self.name = inner.name
-        self.budget = budget or Budget()
-        self.usage = Usage()
+        self.meter = Meter(budget, pricing)  # budget, usage, prices: blackbox.backends.budget
         self._lock = threading.Lock()
         self._cache = None
         if cache_dir is not None:
@@ -82,6 +81,21 @@ class MeteredBackend:
         if ledger_path is not None:
             Path(ledger_path).parent.mkdir(parents=True, exist_ok=True)
             self._ledger = open(ledger_path, "a", encoding="utf-8")  # noqa: SIM115 - lives with self
+
+    @property
+    def budget(self) -> Budget:
+        """The limits checked before each call."""
+        return self.meter.budget
+
+    @property
+    def usage(self) -> Usage:
+        """What has been paid for so far."""
+        return self.meter.usage
+
+    @property
+    def pricing(self) -> Pricing | None:
+        """The backend's price (``None``: unpriced, no dollars)."""
+        return self.meter.pricing
 
     # -- pass-through properties ---------------------------------------------------------
     @property
@@ -116,27 +130,27 @@ class MeteredBackend:
             if not hit[i] and k not in first:
                 first[k] = i
         miss = list(first.values())
-        tokens = self.inner.count_tokens([texts[i] for i in miss]) if miss else []
-        with self._lock:
-            b, u = self.budget, self.usage
-            if b.max_queries is not None and u.queries + len(miss) > b.max_queries:
-                raise BudgetExceeded(
-                    f"query budget reached: {u.queries} of {b.max_queries} used, "
-                    f"{len(miss)} more needed; raise the budget to continue"
-                )
-            if b.max_tokens is not None and u.tokens + sum(tokens) > b.max_tokens:
-                raise BudgetExceeded(
-                    f"token budget reached: {u.tokens} of {b.max_tokens} used, "
-                    f"{sum(tokens)} more needed; raise the budget to continue"
-                )
-            # reserve before calling so concurrent callers cannot overspend together
-            u.queries += len(miss)
-            u.tokens += sum(tokens)
-            u.cached += len(items) - len(miss)
-            u.by_verb[verb] = u.by_verb.get(verb, 0) + len(miss)
+        meter = self.meter
+        bounds = meter.bounds(self.inner, verb, [items[i] for i in miss],
+                              [texts[i] for i in miss])
+        reserved = meter.reserve(verb, len(items), bounds)
         t0 = time.perf_counter()
-        fresh = compute(miss) if miss else []
+        sink: usage_scope.UsageSink | None = None
+        try:
+            with usage_scope.collect(len(miss)) as sink:
+                fresh = compute(miss) if miss else []
+        except BaseException:
+            # what answered before the failure reported its usage; the rest may have been
+            # paid for all the same: charge its bound
+            meter.settle(bounds, sink.per_item() if sink is not None else [None] * len(miss),
+                         reserved)
+            raise
         latency = (time.perf_counter() - t0) / max(1, len(miss))
+        paid = meter.settle(bounds, sink.per_item(), reserved)
+        if usage_scope.active():  # metered inside a metered call: report upwards, cached = 0
+            got = dict(zip(miss, paid, strict=True))
+            usage_scope.report_items([got[i][0] if i in got else TokenUsage()
+                                      for i in range(len(items))])
         by_key = {keys[i]: r for i, r in zip(miss, fresh, strict=True)}
         for i, k in enumerate(keys):
             if not hit[i]:
@@ -144,25 +158,12 @@ class MeteredBackend:
         if self._cache is not None and cacheable:
             for i in miss:
                 self._cache.set(keys[i], results[i])
-        self._write_ledger(verb, keys, hit, miss, tokens, latency)
+        if self._ledger is not None:
+            lines = meter.ledger_rows(verb, keys, miss, paid, latency)
+            with self._lock:
+                self._ledger.write("\n".join(lines) + "\n")
+                self._ledger.flush()
         return results
-
-    def _write_ledger(self, verb: str, keys: list[str], hit: list[bool], miss: list[int],
-                      tokens: list[int], latency: float) -> None:
-        if self._ledger is None:
-            return
-        now = time.time()
-        tok = dict(zip(miss, tokens, strict=True))
-        lines = []
-        for i, k in enumerate(keys):
-            paid = i in tok
-            lines.append(json.dumps({
-                "t": round(now, 3), "verb": verb, "key": k[:16], "cached": not paid,
-                "tokens": tok.get(i, 0), "latency_s": round(latency, 5) if paid else 0.0,
-            }))
-        with self._lock:
-            self._ledger.write("\n".join(lines) + "\n")
-            self._ledger.flush()
 
     # -- verbs ---------------------------------------------------------------------------
     def label_logprobs(
@@ -309,7 +310,9 @@ def label_logprobs_rows(backend: Backend, prompts: list[str], label_words: list[
         groups.setdefault(json.dumps(a, sort_keys=True), []).append(i)
     out: list[Any] = [None] * len(prompts)
     for idx in groups.values():
-        got = backend.label_logprobs([prompts[i] for i in idx], label_words, adapters[idx[0]])
+        with usage_scope.serving(idx):  # the subset's reports credit these rows
+            got = backend.label_logprobs([prompts[i] for i in idx], label_words,
+                                         adapters[idx[0]])
         for i, r in zip(idx, got, strict=True):
             out[i] = r
     return out

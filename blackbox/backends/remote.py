@@ -36,6 +36,10 @@ The ``generate`` mode (``capabilities.label_logprobs == "generate"``), for serve
 no log-probs at all: label scores read from generated answers (one-hot, or the frequencies
 of ``samples`` replies): :mod:`blackbox.backends.remote_generate`.
 
+**Usage**: every response's ``usage`` (prompt and completion tokens) is reported to the
+metered wrapper (:mod:`blackbox.backends.usage`), credited to the item(s) the request
+served; what a request may cost before it is sent: :mod:`blackbox.backends.remote_usage`.
+
 Retries live in the SDK only (``max_retries``, honouring ``retry-after``); every request has
 a ``timeout``. ``base_url`` may list several endpoints of one model (checked at the start
 against each one's ``/v1/models``): each has its own ``max_concurrency`` bound, halved on
@@ -56,6 +60,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
+from blackbox.backends import usage
 from blackbox.backends.base import Adapter, Capabilities, Position, normalize_adapter
 from blackbox.backends.endpoints import EndpointPool, observed_http_client, split_urls
 from blackbox.backends.remote_api import check_modes, decide_api
@@ -63,7 +68,9 @@ from blackbox.backends.remote_errors import _message as _message  # re-exported
 from blackbox.backends.remote_errors import explain
 from blackbox.backends.remote_generate import generated_row
 from blackbox.backends.remote_topk import BIAS, first_token_id, topk_row
+from blackbox.backends.remote_usage import usage_bounds
 from blackbox.backends.shapes import NextToken, next_token
+from blackbox.backends.usage import TokenUsage
 from blackbox.errors import BbxError
 
 __all__ = ["BIAS", "CHAT_MAX_TOP_LOGPROBS", "RemoteBackend"]
@@ -300,7 +307,8 @@ class RemoteBackend:
                                  "temperature": self.sample_temperature if self.samples > 1
                                  else 0.0}
         return Capabilities(
-            label_logprobs={"topk": "topk", "generate": "generate"}.get(mode, "exact"),
+            label_logprobs="topk" if mode == "topk" else "generate" if mode == "generate"
+            else "exact",
             score=not chat,
             hidden=info.get("hidden", "native") if bbx else "embeddings",
             generate=True, embed=True, adapters=bool(info.get("adapters")) if bbx else False,
@@ -354,17 +362,23 @@ class RemoteBackend:
                            "bbx serve --adapters DIR")
         return {"adapter": spec}
 
-    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any],
+             owners: Sequence[Sequence[int]] | None = None) -> list[Any]:
         """``fn`` over items on one thread per request slot (``max_concurrency`` per
-        endpoint; the pool's adaptive limits decide how many are in flight), in order."""
-        if len(items) <= 1:
-            return [fn(x) for x in items]
+        endpoint; the pool's adaptive limits decide how many are in flight), results in
+        order. The usage each reports credits ``owners[j]``, the verb's items unit ``j``
+        serves (default: unit ``j`` is item ``j``); each unit runs in a copy of the caller's
+        context, so the metered call's usage scope reaches the pool's threads."""
+        units = [_serving(fn, x, owners[j] if owners is not None else (j,))
+                 for j, x in enumerate(items)]
+        if len(units) <= 1:
+            return [u() for u in units]
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.endpoints.bound,
                                                 thread_name_prefix="bbx-remote")
             pool = self._pool
-        futures = [pool.submit(fn, x) for x in items]
+        futures = [pool.submit(u) for u in units]
         # the first failure ends the map at once: what is still queued is cancelled rather
         # than waited for behind the failing calls (each would retry on the same dead server)
         wait(futures, return_when=FIRST_EXCEPTION)
@@ -374,6 +388,10 @@ class RemoteBackend:
                     g.cancel()
                 raise f.exception()  # type: ignore[misc]
         return [f.result() for f in futures]
+
+    def _chunk_owners(self, n: int) -> list[range]:
+        """The items each of :meth:`_chunks`'s chunks serves."""
+        return [range(i, min(n, i + self.batch_size)) for i in range(0, n, self.batch_size)]
 
     def _chunks(self, items: Sequence[Any]) -> list[list[Any]]:
         return [list(items[i:i + self.batch_size]) for i in range(0, len(items),
@@ -385,10 +403,12 @@ class RemoteBackend:
         def one(chunk: list[Any]) -> list[Any]:
             res = self._call(lambda: self.client.post(
                 route, body={"model": self.model, **body(chunk)}, cast_to=object))
+            usage.report_response(res)
             rows = sorted(res["data"], key=lambda d: d["index"])
             return [r[field] for r in rows]
 
-        return [r for part in self._map(one, self._chunks(items)) for r in part]
+        return [r for part in self._map(one, self._chunks(items),
+                                        self._chunk_owners(len(items))) for r in part]
 
     # ---- the two routes -----------------------------------------------------------------
 
@@ -411,6 +431,7 @@ class RemoteBackend:
             res = self._call(lambda: self.client.completions.create(
                 model=self.model, prompt=prompt, max_tokens=1, temperature=0,
                 logprobs=self.k, extra_body=extra, **kw))
+        usage.report_response(res)
         got = next_token(res.choices[0].logprobs) if res.choices else None
         if got is None or (not chat and not got.top):
             raise BbxError(f"{self._where()} returned no top_logprobs: it cannot score label "
@@ -423,9 +444,11 @@ class RemoteBackend:
         if self.api_in_use == "chat":
             res = self._call(lambda: self.client.chat.completions.create(
                 model=self.model, messages=self.messages(prompt), extra_body=extra, **kwargs))
+            usage.report_response(res)
             return [c.message.content or "" for c in sorted(res.choices, key=lambda c: c.index)]
         res = self._call(lambda: self.client.completions.create(
             model=self.model, prompt=prompt, extra_body=extra, **kwargs))
+        usage.report_response(res)
         return [c.text for c in sorted(res.choices, key=lambda c: c.index)]
 
     def first_token(self, text: str) -> int | None:
@@ -450,7 +473,8 @@ class RemoteBackend:
                              lambda c: {"prompts": c, "label_words": words, **(extra or {})})
         if mode == "echo":
             pairs = [(p, w) for p in prompts for w in words]
-            sums = [sum(x) for x in self._echo_scores(pairs, extra)]
+            owners = [(k // len(words),) for k in range(len(pairs))]  # a pair serves its prompt
+            sums = [sum(x) for x in self._echo_scores(pairs, extra, owners)]
             return [sums[i * len(words):(i + 1) * len(words)] for i in range(len(prompts))]
         if mode == "generate":
             return self._map(lambda p: generated_row(self, p, words, extra), prompts)
@@ -468,7 +492,9 @@ class RemoteBackend:
         if self.label_mode != "extension" or len(groups) == 1:
             out: list[Any] = [None] * len(prompts)
             for idx in groups.values():
-                got = self.label_logprobs([prompts[i] for i in idx], words, adapters[idx[0]])
+                with usage.serving(idx):  # the subset's reports credit these rows
+                    got = self.label_logprobs([prompts[i] for i in idx], words,
+                                              adapters[idx[0]])
                 for i, r in zip(idx, got, strict=True):
                     out[i] = r
             return out
@@ -481,10 +507,12 @@ class RemoteBackend:
                 "/label_logprobs", cast_to=object,
                 body={"model": self.model, "prompts": [prompts[i] for i in idx],
                       "label_words": words, **(extra or {})}))
+            usage.report_response(res)
             return [r["logprobs"] for r in sorted(res["data"], key=lambda d: d["index"])]
 
         out = [None] * len(prompts)
-        for (_, idx), rows in zip(jobs, self._map(one, jobs), strict=True):
+        for (_, idx), rows in zip(jobs, self._map(one, jobs, [idx for _, idx in jobs]),
+                                  strict=True):
             for i, r in zip(idx, rows, strict=True):
                 out[i] = r
         return out
@@ -562,9 +590,12 @@ class RemoteBackend:
         def one(chunk: list[str]) -> list[list[float]]:
             res = self._call(lambda: self.client.embeddings.create(
                 model=self.model, input=chunk, encoding_format="float"))
+            usage.report_response(res)
             return [d.embedding for d in sorted(res.data, key=lambda d: d.index)]
 
-        return [v for part in self._map(one, self._chunks(list(texts))) for v in part]
+        texts = list(texts)
+        return [v for part in self._map(one, self._chunks(texts),
+                                        self._chunk_owners(len(texts))) for v in part]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Counts from the user's ``tokenizer`` when given, else an estimate (about 4
@@ -572,6 +603,12 @@ class RemoteBackend:
         if self.tokenizer is not None:
             return self.tokenizer.count(list(texts))
         return [max(1, math.ceil(len(t) / CHARS_PER_TOKEN)) for t in texts]
+
+    def usage_bounds(self, verb: str, items: list[dict[str, Any]], texts: list[str],
+                     expected: bool = False) -> list[TokenUsage]:
+        """Per item, the most its requests may cost, or (``expected``) what they typically
+        cost: :func:`blackbox.backends.remote_usage.usage_bounds`."""
+        return usage_bounds(self, verb, items, texts, expected)
 
     def close(self) -> None:
         with self._lock:
@@ -585,8 +622,8 @@ class RemoteBackend:
 
     # ---- fallbacks ----------------------------------------------------------------------
 
-    def _echo_scores(self, pairs: list[tuple[str, str]],
-                     extra: dict[str, Any] | None) -> list[list[float]]:
+    def _echo_scores(self, pairs: list[tuple[str, str]], extra: dict[str, Any] | None,
+                     owners: Sequence[Sequence[int]] | None = None) -> list[list[float]]:
         """Continuation token log-probs via ``echo=true, max_tokens=0`` (vLLM's idiom)."""
         _ = self.info
 
@@ -595,6 +632,7 @@ class RemoteBackend:
             res = self._call(lambda: self.client.completions.create(
                 model=self.model, prompt=prompt + cont, max_tokens=0, echo=True, logprobs=0,
                 temperature=0, extra_body=extra))
+            usage.report_response(res)
             lp = res.choices[0].logprobs
             if lp is None or lp.text_offset is None:
                 raise BbxError(f"{self._where()} returned no echo log-probs: use a bbx or vLLM "
@@ -602,7 +640,16 @@ class RemoteBackend:
             return [float(v) for off, v in zip(lp.text_offset, lp.token_logprobs, strict=True)
                     if off >= len(prompt) and v is not None]
 
-        return self._map(one, pairs)
+        return self._map(one, pairs, owners)
+
+
+def _serving(fn: Callable[[Any], Any], x: Any, owners: Sequence[int]) -> Callable[[], Any]:
+    """``fn(x)`` as a task for the pool: in a copy of this context, crediting ``owners``."""
+    def task() -> Any:
+        with usage.serving(owners):
+            return fn(x)
+
+    return usage.bind(task)
 
 
 def check_same_model(urls: list[str | None], infos: list[dict[str, Any]],
@@ -614,7 +661,8 @@ def check_same_model(urls: list[str | None], infos: list[dict[str, Any]],
     if not listed[0]:
         raise BbxError(f"{where[0]} lists no models: give model=")
     if model is None:
-        model = infos[0].get("model") if infos[0].get("model") in listed[0] else listed[0][0]
+        named = infos[0].get("model")
+        model = named if isinstance(named, str) and named in listed[0] else listed[0][0]
     for url, ids in zip(where, listed, strict=True):
         if model not in ids:
             several = f" (one of {len(urls)} endpoints)" if len(urls) > 1 else ""

@@ -51,8 +51,16 @@ def run_cmd(
     run_dir: Annotated[Path | None, typer.Option(help="Reuse this run directory (resume).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the projected queries, tokens and dollars per stage; pay "
+        "nothing.")] = False,
 ) -> None:
     """Run a recipe (any method, or a chain)."""
+    if dry_run:
+        from blackbox.cli.money import show_dry_run
+
+        show_dry_run(recipe, list(set_ or []), json_out)
+        return
     from blackbox.api import run_recipe
 
     result = run_recipe(recipe, overrides=list(set_ or []), run_dir=run_dir, progress=progress)
@@ -84,6 +92,9 @@ def eval_cmd(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
     api: ApiOpt = "auto",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the projected queries, tokens and dollars; pay nothing.")]
+    = False,
 ) -> None:
     """Accuracy of a template (+ optional prompt) on a task split, through any backend."""
     from blackbox.api import run_recipe
@@ -97,6 +108,11 @@ def eval_cmd(
         "template": int(template) if template.isdigit() else template,
         "budget": {"max_queries": max_queries},
     }, source="bbx eval")
+    if dry_run:
+        from blackbox.cli.money import show_dry_run
+
+        show_dry_run(recipe, None, json_out)
+        return
     result = run_recipe(recipe, progress=progress)
     emit(result.summary, result.run_dir, json_out)
 

@@ -2,7 +2,9 @@
 
 A method package exposes ``Recipe`` (its pydantic recipe model, a subclass of
 :class:`blackbox.recipes.schema.RecipeBase` with ``method: Literal[<name>]``) and
-``run(recipe, ctx) -> dict`` (the summary). Registering a method is one line below.
+``run(recipe, ctx) -> dict`` (the summary) and ``plan(recipe, backend) -> list[Stage]``
+(what a run will pay, stage by stage, before it pays: :mod:`blackbox.methods.plan`).
+Registering a method is one line below.
 """
 
 from blackbox.registry import Registry

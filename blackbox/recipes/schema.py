@@ -82,6 +82,16 @@ class TaskSpec(Strict):
                     description=f"own data ({', '.join(self.files()) or 'one file'})")
 
 
+class PricingConfig(Strict):
+    """The backend's price in US dollars per million tokens: prompt (input) and completion
+    (output). Without it a remote model in bbx's example table is priced from there
+    (:data:`blackbox.backends.pricing.EXAMPLE_PRICES`, dated); ``budget.max_usd`` needs one.
+    """
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
 class LocalBackendConfig(Strict):
     """The in-process engine over a local model (``default`` = bundled SmolLM2-135M)."""
 
@@ -92,6 +102,7 @@ class LocalBackendConfig(Strict):
     batch_size: int = Field(32, ge=1)
     adapters: str | None = None  # a folder of PEFT LoRA adapters (enables adapter= mixtures);
     # "zoo": the one `bbx zoo build` made for this model
+    pricing: PricingConfig | None = None  # what its tokens cost, if anything
 
 
 class FakeBackendConfig(Strict):
@@ -102,6 +113,7 @@ class FakeBackendConfig(Strict):
     bias: dict[str, dict[str, float]] = Field(default_factory=dict)
     adapter_bias: dict[str, dict[str, float]] = Field(default_factory=dict)
     dim: int = 16
+    pricing: PricingConfig | None = None  # pretend prices (dry runs, budget tests)
 
 
 class RemoteBackendConfig(Strict):
@@ -136,6 +148,7 @@ class RemoteBackendConfig(Strict):
     generate_max_tokens: int = Field(8, ge=1, le=256)
     samples: int = Field(1, ge=1, le=128)  # > 1: label frequencies of n samples
     sample_temperature: float = Field(1.0, gt=0, le=2)
+    pricing: PricingConfig | None = None  # default: the example table, by model id
     # the served model's Hugging Face tokenizer folder, where the server has no tokenize
     # route: token ids for logit_bias and ClaPS's vocabulary (blackbox.backends.tokenizer)
     tokenizer: str | None = None
@@ -173,7 +186,8 @@ class BudgetConfig(Strict):
     """What the run may pay for; cached answers are free."""
 
     max_queries: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)  # prompt tokens
+    max_usd: float | None = Field(None, ge=0)  # dollars, at backend.pricing
 
 
 class RecipeBase(Strict):

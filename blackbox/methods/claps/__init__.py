@@ -2,6 +2,7 @@
 2023): cluster the vocabulary, prune it to influential tokens, search a short prompt."""
 
 from blackbox.methods.claps.method import run
+from blackbox.methods.claps.plan import plan
 from blackbox.methods.claps.recipe import ClapsRecipe as Recipe
 
-__all__ = ["Recipe", "run"]
+__all__ = ["Recipe", "plan", "run"]

@@ -6,6 +6,7 @@ is bbx's own.
 """
 
 from blackbox.methods.lmturk.method import run
+from blackbox.methods.lmturk.plan import plan
 from blackbox.methods.lmturk.recipe import LMTurkRecipe as Recipe
 
-__all__ = ["Recipe", "run"]
+__all__ = ["Recipe", "plan", "run"]

@@ -119,6 +119,7 @@ def load_feature_model(spec: dict[str, Any]) -> BackendFeatures:
 
         config = dict(spec.get("backend") or {})
         name = config.pop("kind", None)
+        config.pop("pricing", None)  # the metered wrapper's, not the backend's
         if not name:
             raise BbxError("student file: its feature backend has no 'kind': retrain it")
         backend = BACKENDS.get(name)(**config)

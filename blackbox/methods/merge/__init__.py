@@ -8,6 +8,7 @@ Library use: :func:`blackbox.api.merge`, or the pieces here:
 """
 
 from blackbox.methods.merge.method import run
+from blackbox.methods.merge.plan import plan
 from blackbox.methods.merge.recipe import MergeRecipe as Recipe
 
-__all__ = ["Recipe", "run"]
+__all__ = ["Recipe", "plan", "run"]

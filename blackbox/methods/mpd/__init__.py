@@ -6,6 +6,7 @@ pieces here: :func:`~blackbox.methods.mpd.bundle.load_decoder`,
 """
 
 from blackbox.methods.mpd.method import run
+from blackbox.methods.mpd.plan import plan
 from blackbox.methods.mpd.recipe import DecodeRecipe as Recipe
 
-__all__ = ["Recipe", "run"]
+__all__ = ["Recipe", "plan", "run"]
