@@ -172,7 +172,10 @@ def report_cmd(
     if json_out:
         emit(rep.summary, rep.run_dir, json_out=True)
     else:
+        from blackbox.cli.money import paid_line
+
         console().print(rep.renderable())
+        typer.echo(paid_line(rep.summary.get("usage") or {}))  # one line a log can grep
 
 
 @app.command("plot")
