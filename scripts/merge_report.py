@@ -138,7 +138,8 @@ def claim(cells: list[dict], task: str) -> str:
         if acc:
             means[v] = sum(acc) / len(acc)
     if len(means) < len(order):
-        return f"- {task}: not all four variants ran yet ({', '.join(sorted(means)) or 'none'})."
+        missing = [v for v in order if v not in means]
+        return f"- {task}: not measured yet (no finished run of {', '.join(missing)})."
     text = " > ".join(f"{v} {means[v]:.3f}" for v in sorted(order, key=lambda v: -means[v]))
     holds = all(means[a] > means[b] for a, b in zip(order, order[1:], strict=False))
     return f"- {task}: measured order {text} — the paper's order " + (

@@ -153,6 +153,26 @@ def test_a_named_tokenizer_stands_in_for_a_missing_tokenize_route(tmp_path: Path
     assert not [1 for route, _ in fake.requests if route == "tokenize"]
 
 
+def test_bbx_eval_takes_the_tokenizer_option(tmp_path: Path, capsys, monkeypatch) -> None:
+    from fake_openai import SeededLogits
+    from test_remote_errors import cli
+
+    monkeypatch.setenv("BBX_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _vocab_tokenizer(tmp_path / "tok")
+    with running_server(FakeOpenAI(SeededLogits(), tokenize=False).app()) as base:
+        code, out, err = cli(capsys, monkeypatch, "eval", "--task", "sst-2", "--limit", "4",
+                             "--backend", "remote", "--base-url", base, "--api", "chat",
+                             "--tokenizer", str(folder), "--api-key-env",
+                             "BBX_TEST_NO_SUCH_KEY", "--no-progress", "--json",
+                             "--output-dir", str(tmp_path / "runs"))
+    assert code == 0, err
+    run_dir = Path(json.loads(out)["run_dir"])
+    extra = json.loads((run_dir / "manifest.json").read_text())["backend"]["capabilities"][
+        "extra"]
+    assert extra["tokenizer"] == str(folder) and extra["logit_bias"] == "on"
+    assert f"tokenizer: {folder}" in (run_dir / "recipe.yaml").read_text()
+
+
 @pytest.mark.parametrize("spec,message", [
     ("tiktoken:o200k_base", "tiktoken encodings are not supported (tiktoken downloads their "
      "data at run time)"),

@@ -54,6 +54,9 @@ ApiKeyEnvOpt = Annotated[str, typer.Option(
 ApiOpt = Annotated[str, typer.Option(
     help="Remote backend: auto | chat | completions (auto: a model the completions route "
          "refuses is a chat model).")]
+TokenizerOpt = Annotated[str | None, typer.Option(
+    help="Remote backend: the served model's Hugging Face tokenizer folder, where the server "
+         "has no tokenize route (logit_bias ids, ClaPS's vocabulary).")]
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -100,14 +103,18 @@ def task_option(task: str, train: Path | None = None, dev: Path | None = None,
 
 def backend_config(backend: str, model: str = "default",
                    base_url: str | list[str] | None = None,
-                   api_key_env: str = "OPENAI_API_KEY", api: str = "auto") -> dict[str, Any]:
-    """The recipe's ``backend:`` from the command's options (``api``: remote only)."""
+                   api_key_env: str = "OPENAI_API_KEY", api: str = "auto",
+                   tokenizer: str | None = None) -> dict[str, Any]:
+    """The recipe's ``backend:`` from the command's options (``api``, ``tokenizer``: remote
+    only)."""
     cfg: dict[str, Any] = {"kind": backend}
     if backend == "local":
         cfg["model"] = model
     elif backend == "remote":
         cfg.update(base_url=base_urls(base_url), api_key_env=api_key_env,
                    model=None if model == "default" else model, api=api)
+        if tokenizer:
+            cfg["tokenizer"] = tokenizer
     return cfg
 
 

@@ -18,6 +18,7 @@ from blackbox.cli.common import (
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
+    TokenizerOpt,
     TrainOpt,
     backend_config,
     emit,
@@ -78,6 +79,7 @@ def fit_cmd(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
     api: ApiOpt = "auto",
+    tokenizer: TokenizerOpt = None,
     max_queries: Annotated[int | None, typer.Option(help="Query budget (uncached).")] = None,
     output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -93,7 +95,8 @@ def fit_cmd(
                         neighbours=neighbours, compare=list(compare or []),
                         test_limit=test_limit, decoder_out=str(out) if out else None,
                         logprobs_from_hidden=logprobs_from_hidden,
-                        backend=backend_config(backend, model, base_url, api_key_env, api),
+                        backend=backend_config(backend, model, base_url, api_key_env, api,
+                                               tokenizer),
                         output_dir=output_dir, budget={"max_queries": max_queries},
                         progress=progress)
     emit(result.summary, result.run_dir, json_out)

@@ -19,6 +19,7 @@ from blackbox.cli.common import (
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
+    TokenizerOpt,
     TrainOpt,
     backend_config,
     emit,
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
         base_url: BaseUrlOpt = None,
         api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
         api: ApiOpt = "auto",
+        tokenizer: TokenizerOpt = None,
         max_queries: Annotated[int | None, typer.Option(
             help="Hard cap on paid backend calls of any kind.")] = None,
         output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
@@ -82,7 +84,7 @@ def register(app: typer.Typer) -> None:
         """
         from blackbox.api import distill
 
-        backend_cfg = backend_config(backend, model, base_url, api_key_env, api)
+        backend_cfg = backend_config(backend, model, base_url, api_key_env, api, tokenizer)
         optional = {"aggregation": aggregation, "demos_per_class": demos_per_class,
                     "pool_file": None if pool is None else str(pool)}
         result = distill(

@@ -21,6 +21,7 @@ from blackbox.cli.common import (
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
+    TokenizerOpt,
     TrainOpt,
     backend_config,
     console,
@@ -92,6 +93,7 @@ def eval_cmd(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
     api: ApiOpt = "auto",
+    tokenizer: TokenizerOpt = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the projected queries, tokens and dollars; pay nothing.")]
     = False,
@@ -104,7 +106,7 @@ def eval_cmd(
         "method": "eval", "split": split, "prompt": prompt, "limit": limit,
         "task": task_option(task, train, dev, test, labels, label_words, task_spec),
         "seed": seed, "shots": shots, "output_dir": output_dir,
-        "backend": backend_config(backend, model, base_url, api_key_env, api),
+        "backend": backend_config(backend, model, base_url, api_key_env, api, tokenizer),
         "template": int(template) if template.isdigit() else template,
         "budget": {"max_queries": max_queries},
     }, source="bbx eval")

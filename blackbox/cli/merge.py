@@ -17,6 +17,7 @@ from blackbox.cli.common import (
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
+    TokenizerOpt,
     TrainOpt,
     base_urls,
     console,
@@ -133,6 +134,7 @@ def register(app: typer.Typer) -> None:
         api_key_env: Annotated[str, typer.Option(
             help="Remote backend: NAME of the env var holding the key.")] = "OPENAI_API_KEY",
         api: ApiOpt = "auto",
+        tokenizer: TokenizerOpt = None,
         max_queries: Annotated[int | None, typer.Option(help="Hard cap on paid calls.")]
         = None,
         run_dir: Annotated[Path | None, typer.Option(help="Resume this run directory.")]
@@ -152,6 +154,8 @@ def register(app: typer.Typer) -> None:
             cfg.update(model=model, adapters=str(adapters_dir) if adapters_dir else "zoo")
         elif backend == "remote":
             cfg.update(base_url=base_urls(base_url), api_key_env=api_key_env, api=api)
+            if tokenizer:
+                cfg["tokenizer"] = tokenizer
         stage = {"optimizer": optimizer, "popsize": popsize}
         result = merge(task=task_option(task, train, dev, test, labels, label_words, task_spec,
                                         template),

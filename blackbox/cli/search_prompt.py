@@ -18,6 +18,7 @@ from blackbox.cli.common import (
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
+    TokenizerOpt,
     TrainOpt,
     backend_config,
     console,
@@ -104,6 +105,7 @@ def register(app: typer.Typer) -> None:
         base_url: BaseUrlOpt = None,
         api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
         api: ApiOpt = "auto",
+        tokenizer: TokenizerOpt = None,
         max_queries: Annotated[int | None, typer.Option(
             help="Hard cap on paid backend calls of any kind.")] = None,
         run_dir: Annotated[Path | None, typer.Option(
@@ -122,7 +124,7 @@ def register(app: typer.Typer) -> None:
         """
         from blackbox.api import search_prompt
 
-        backend_cfg = backend_config(backend, model, base_url, api_key_env, api)
+        backend_cfg = backend_config(backend, model, base_url, api_key_env, api, tokenizer)
         result = search_prompt(
             task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
             allow_overlap=allow_overlap, shots=shots, seed=seed, search=search, budget=budget,
