@@ -99,6 +99,10 @@ def run_recipe(
         ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress,
                          allow_overlap=recipe.allow_overlap, label=method)
         ctx.notes.update(task_notes(recipe))
+        mode = inner.capabilities.label_logprobs
+        if mode in ("topk", "generate") and mode in recipe.score_losses:
+            # what this method loses where the API gives no exact label-word log-probs
+            ctx.notes["label_scores"] = f"{mode}: {recipe.score_losses[mode]}"
         if price_note:
             ctx.notes["pricing"] = price_note
         rd.write_manifest(method=method, seed=recipe.seed, task=recipe.task_name,

@@ -422,3 +422,22 @@ def test_every_method_command_takes_api_and_recipes_carry_it() -> None:
                                                samples=5))
     assert (backend.api, backend.system, backend.mode, backend.samples) == (
         "chat", "One word.", "generate", 5)
+
+
+@pytest.mark.parametrize("mode", ["topk", "generate"])
+def test_a_run_notes_what_its_method_loses_without_exact_scores(tmp_path: Path,
+                                                                mode: str) -> None:
+    from collections import defaultdict
+
+    from fake_openai import SeededLogits
+
+    from blackbox.api import run_recipe
+    from blackbox.methods.eval.recipe import EvalRecipe
+
+    fake = FakeOpenAI(SeededLogits(), replies=defaultdict(lambda: ["positive"]))
+    with running_server(fake.app()) as base:
+        r = _remote(base, api="chat", label_logprobs=mode)
+        s = run_recipe({"method": "eval", "task": "sst-2", "limit": 3,
+                        "output_dir": str(tmp_path), "cache_dir": str(tmp_path / "c")},
+                       backend=r, progress=False).summary
+    assert s["notes"]["label_scores"] == f"{mode}: {EvalRecipe.score_losses[mode]}"

@@ -231,6 +231,10 @@ class RecipeBase(Strict):
     #: scores (every method reads them); see :mod:`blackbox.backends.abilities`.
     needs: ClassVar[tuple[Need, ...]] = (LABEL_SCORES,)
 
+    #: What the method loses when label-word scores are not exact log-probs, by the
+    #: backend's ``label_logprobs`` mode (``topk``, ``generate``): the run's notes say it.
+    score_losses: ClassVar[dict[str, str]] = {}
+
     def abilities_needed(self) -> list[Need]:
         """What this recipe needs of its backend: the class's ``needs`` plus those its
         options add (a method overrides this). ``api.run_recipe`` checks them against the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,6 +32,13 @@ class ClapsRecipe(RecipeBase):
     """
 
     method: Literal["search-prompt"] = "search-prompt"
+    score_losses: ClassVar[dict[str, str]] = {
+        "topk": ("label words outside the server's top-k get a floor where logit_bias cannot "
+                 "recover them: the reward (label-word cross-entropy) is coarser for prompts that "
+                 "push a word out of the top-k"),
+        "generate": ("scores are one-hot replies (or sample frequencies): pruning and the search "
+                     "see accuracy steps, not log-prob margins, so many prompts tie"),
+    }
     template: int | str = 0  # index into the task's templates, or a string with {text}
     # -- the candidate vocabulary and clustering
     vocab: str | list[str] | None = None  # None: the backend's tokenizer (else built-in words)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,12 @@ class EvalRecipe(RecipeBase):
     """Accuracy of a template (+ optional prompt) on a split: every method's baseline."""
 
     method: Literal["eval"] = "eval"
+    score_losses: ClassVar[dict[str, str]] = {
+        "topk": ("label words outside the server's top-k get a floor where logit_bias cannot "
+                 "recover them: a prediction is exact only when the chosen word is in the top-k"),
+        "generate": ("predictions are parsed replies (one-hot scores): calibration and "
+                     "probabilities carry no information"),
+    }
     split: Literal["train", "dev", "test"] = "test"
     template: int | str = 0  # index into the task's templates, or a template string
     prompt: str = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,6 +25,12 @@ class LMTurkRecipe(RecipeBase):
     """
 
     method: Literal["distill"] = "distill"
+    score_losses: ClassVar[dict[str, str]] = {
+        "topk": ("label words outside the server's top-k get a floor where logit_bias cannot "
+                 "recover them: the workers' soft labels are less graded"),
+        "generate": ("the workers' labels are one-hot replies (or sample frequencies): soft-label "
+                     "distillation is hard-label distillation"),
+    }
     # workers
     workers: int = Field(3, ge=1, le=32)
     demos_per_class: int = Field(2, ge=1)  # demonstrations per class in each worker's prompt

@@ -3,7 +3,7 @@ ablations and its baselines, one ``variant`` per run."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -59,6 +59,12 @@ class MergeRecipe(RecipeBase):
     """
 
     method: Literal["merge"] = "merge"
+    score_losses: ClassVar[dict[str, str]] = {
+        "topk": ("label words outside the server's top-k get a floor where logit_bias cannot "
+                 "recover them: the user-example loss CMA-ES ranks mixtures by is coarser"),
+        "generate": ("the user-example loss is computed from one-hot replies: mixtures are ranked "
+                     "by accuracy on the examples only"),
+    }
     variant: Variant = "evo"
     adapters: list[str] | None = None  # default: every adapter the backend's repository holds
     template: int = Field(0, ge=0)  # which of the task's templates the user's prompts use

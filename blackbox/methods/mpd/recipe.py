@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,6 +27,12 @@ class DecodeRecipe(RecipeBase):
     """
 
     method: Literal["decode"] = "decode"
+    score_losses: ClassVar[dict[str, str]] = {
+        "topk": ("label words outside the server's top-k get a floor where logit_bias cannot "
+                 "recover them: the label-word scores MPD adds to the decoder are coarser"),
+        "generate": ("the label-word scores are one-hot replies: MPD's calibrated scores add only "
+                     "the reply to the decoder"),
+    }
     action: Literal["fit", "predict"] = "fit"
 
     # -- what is queried -------------------------------------------------------------
