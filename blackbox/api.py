@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from blackbox.backends import BACKENDS
 from blackbox.backends.abilities import check_needs
 from blackbox.backends.base import Backend
@@ -18,7 +20,7 @@ from blackbox.methods.base import RunContext
 from blackbox.paths import responses_dir
 from blackbox.recipes import parse_recipe
 from blackbox.recipes.loader import load_recipe_data
-from blackbox.recipes.schema import RecipeBase
+from blackbox.recipes.schema import PluginBackendConfig, RecipeBase
 from blackbox.runs import RunDir, ledger_counts
 
 
@@ -34,6 +36,15 @@ def make_backend(config: Any) -> Backend:
     """Instantiate the (unmetered) backend a recipe's ``backend:`` section describes."""
     options = config.model_dump(exclude={"kind", "pricing"})  # pricing is the meter's
     cls = BACKENDS.get(config.kind)
+    schema = getattr(cls, "Config", None)  # a plugin backend's own options model
+    if isinstance(config, PluginBackendConfig) and isinstance(schema, type) \
+            and issubclass(schema, BaseModel):
+        try:
+            options = schema.model_validate(options).model_dump()
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise BbxError(f"backend '{config.kind}': {where}: {err['msg']}") from None
     return cls(**options)
 
 

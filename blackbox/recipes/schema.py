@@ -7,9 +7,18 @@ A recipe is data: no code runs from YAML. Each method package defines its own mo
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from blackbox.backends.abilities import LABEL_SCORES, Need
 from blackbox.data.tasks import TASKS, Task
@@ -178,8 +187,38 @@ class RemoteBackendConfig(Strict):
         return v
 
 
-BackendConfig = Annotated[LocalBackendConfig | FakeBackendConfig | RemoteBackendConfig,
-                          Field(discriminator="kind")]
+BUILTIN_BACKENDS = ("local", "fake", "remote")
+
+
+class PluginBackendConfig(BaseModel):
+    """A backend a plugin registers (entry point group ``bbx.backends``): ``kind`` names it,
+    and its other keys are validated by the backend class's own ``Config`` model (a pydantic
+    model, when it has one) as the backend is made (:func:`blackbox.api.make_backend`)."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    pricing: PricingConfig | None = None  # the meter's, as on the built-in backends
+
+    @model_validator(mode="after")
+    def _registered(self) -> PluginBackendConfig:
+        from blackbox.backends import BACKENDS
+
+        BACKENDS.target(self.kind)  # an unknown name: one line with the choices
+        return self
+
+
+def _backend_kind(value: Any) -> str:
+    kind = value.get("kind", "local") if isinstance(value, dict) else getattr(value, "kind",
+                                                                                "local")
+    return kind if kind in BUILTIN_BACKENDS else "plugin"
+
+
+# the built-in backends' configs are checked here, key by key; any other kind is a plugin's
+BackendConfig = Annotated[
+    Annotated[LocalBackendConfig, Tag("local")] | Annotated[FakeBackendConfig, Tag("fake")]
+    | Annotated[RemoteBackendConfig, Tag("remote")]
+    | Annotated[PluginBackendConfig, Tag("plugin")],
+    Discriminator(_backend_kind)]
 
 
 class BudgetConfig(Strict):
