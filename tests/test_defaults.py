@@ -1,0 +1,56 @@
+"""Each default lives in the recipe schema; the CLI commands and the api functions that
+take the same option must agree with it (a default written twice drifts)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+import typer.main
+
+from blackbox import api
+from blackbox.cli.main import app
+from blackbox.methods.claps.recipe import ClapsRecipe
+from blackbox.methods.eval.recipe import EvalRecipe
+from blackbox.methods.lmturk.recipe import LMTurkRecipe
+from blackbox.methods.merge.recipe import MergeRecipe
+from blackbox.methods.mpd.recipe import DecodeRecipe
+
+COMMANDS = [("eval", EvalRecipe, api.evaluate), ("search-prompt", ClapsRecipe, api.search_prompt),
+            ("distill", LMTurkRecipe, api.distill), ("merge", MergeRecipe, api.merge),
+            ("decode fit", DecodeRecipe, api.decode_fit)]
+FIELD = {"budget": "queries"}  # the commands' --budget is the recipe's train-side queries
+
+
+def recipe_default(recipe: Any, option: str) -> Any:
+    """The schema's default for ``option`` (a stage's evaluations, a backend's kind)."""
+    field = recipe.model_fields[FIELD.get(option, option)]
+    value = field.default if field.default_factory is None else field.default_factory()
+    if hasattr(value, "evaluations"):
+        return value.evaluations  # --stage1 / --stage2 set the stage's evaluations
+    if hasattr(value, "kind"):
+        return value.kind  # --backend names the backend's kind
+    return value
+
+
+def _command(name: str) -> Any:
+    group = typer.main.get_command(app)
+    for part in name.split():
+        group = group.commands[part]  # type: ignore[attr-defined]
+    return group
+
+
+@pytest.mark.parametrize("name,recipe,fn", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_cli_and_api_defaults_are_the_recipes(name: str, recipe: Any, fn: Any) -> None:
+    checked = 0
+    for p in _command(name).params:
+        if FIELD.get(p.name, p.name) not in recipe.model_fields or p.default in (None, ()):
+            continue  # not a recipe field, or "not given": the recipe's default applies
+        assert str(p.default) == str(recipe_default(recipe, p.name)), (name, p.name)
+        checked += 1
+    for n, p in inspect.signature(fn).parameters.items():
+        if FIELD.get(n, n) in recipe.model_fields and p.default not in (None, inspect._empty):
+            assert str(p.default) == str(recipe_default(recipe, n)), (fn.__name__, n)
+            checked += 1
+    assert checked >= 3  # the comparison found the shared options
