@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Build (once) llama.cpp's own C++ OpenAI server, `llama-server` (the server Ollama and
+# LM Studio build on), from the llama.cpp source vendored in the llama-cpp-python 0.3.36
+# sdist on PyPI, into the user cache (never the repository). Idempotent: a second run only
+# prints the binary's path. About 25 minutes on 2 busy cores.
+#
+# For the serving benchmark (results/bench-serving.md: bbx serve beside llama-server and
+# llama-cpp-python's server) and the remote tests against llama-server. Portable flags as
+# the wheel build uses (the native build segfaults on AMX CPUs); no curl (no downloads).
+#
+# Prints the binary's path on success; on failure writes the reason to $ROOT/FAILED.
+set -euo pipefail
+VERSION=0.3.36
+CACHE="${BBX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/bbx}"
+ROOT="$CACHE/llama-server-$VERSION"
+BIN="$ROOT/bin/llama-server"
+PY="${PYTHON:-python3}"
+if [[ -x "$BIN" ]]; then
+  echo "$BIN"
+  exit 0
+fi
+mkdir -p "$ROOT"
+rm -f "$ROOT/FAILED"
+fail() { echo "$1" > "$ROOT/FAILED"; echo "llama_cpp_server_build: $1" >&2; exit 1; }
+command -v cmake >/dev/null || fail "no cmake to build llama-server"
+if ! ls "$ROOT"/llama_cpp_python-"$VERSION".tar.gz >/dev/null 2>&1; then
+  "$PY" -m pip download -q --no-deps --no-binary :all: -d "$ROOT" \
+    "llama-cpp-python==$VERSION" >"$ROOT/download.log" 2>&1 \
+    || fail "downloading the llama-cpp-python==$VERSION sdist failed (log: $ROOT/download.log)"
+fi
+SRC="$ROOT/src"
+if [[ ! -d "$SRC/vendor/llama.cpp" ]]; then
+  rm -rf "$SRC" && mkdir -p "$SRC"
+  tar -xzf "$ROOT"/llama_cpp_python-"$VERSION".tar.gz -C "$SRC" --strip-components=1
+fi
+cmake -S "$SRC/vendor/llama.cpp" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release \
+  -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DBUILD_SHARED_LIBS=OFF \
+  >"$ROOT/configure.log" 2>&1 || fail "configuring llama-server failed (log: $ROOT/configure.log)"
+cmake --build "$ROOT/build" --target llama-server -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+  >"$ROOT/build.log" 2>&1 || fail "building llama-server failed (log: $ROOT/build.log)"
+mkdir -p "$ROOT/bin"
+cp "$ROOT/build/bin/llama-server" "$BIN"
+echo "$BIN"
