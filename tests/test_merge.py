@@ -238,3 +238,18 @@ def test_cli_errors_are_one_line() -> None:
     assert "Traceback" not in out.stderr
     out = bbx("merge", "--backend", "local", "--adapters", "/nonexistent/zoo", "--no-progress")
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_user_examples_never_include_a_scored_test_text() -> None:
+    # TREC's shipped seed-42 splits share "What is diabetes ?" with its test set: that
+    # example is left out of the draw (the leak guard would refuse the run), and counted
+    from blackbox.data import get_task
+    from blackbox.data.leak import digest
+    from blackbox.methods.merge.objective import split_user_and_test
+
+    task = get_task("trec")
+    notes: dict = {}
+    user, test = split_user_and_test(task, 48, None, seed=42, notes=notes)
+    assert notes == {"user_examples_dropped_as_test_texts": 1}
+    assert not {digest(e.text) for e in user} & {digest(e.text) for e in test}
+    assert len(user) == 48 and len(test) == 500

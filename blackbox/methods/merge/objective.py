@@ -18,6 +18,7 @@ import numpy as np
 from blackbox.backends.base import Adapter
 from blackbox.data import Example, load_split
 from blackbox.data.datasets import seeded_subset
+from blackbox.data.leak import digest, digests
 from blackbox.data.tasks import Task, render
 from blackbox.errors import BbxError
 from blackbox.methods.scoring import accuracy, class_log_probs
@@ -25,14 +26,24 @@ from blackbox.runs import child_rng
 
 
 def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
-                        seed: int, test_seed: int = 0) -> tuple[list[Example], list[Example]]:
+                        seed: int, test_seed: int = 0, notes: dict[str, Any] | None = None
+                        ) -> tuple[list[Example], list[Example]]:
     """The user's examples and the scored test examples.
 
     The user's examples are a seeded, stratified draw from the task's train and dev splits
     (``user_examples`` in all, spread evenly over the classes); the scored ones are the test
     split (or its ``test_limit`` subset, :func:`~blackbox.data.datasets.seeded_subset`).
+    Train/dev examples whose text is also a scored test text (TREC's shipped splits share
+    "What is diabetes ?") are left out of the draw, and ``notes`` (when given) counts them:
+    a user example must never be a test item, and leaving them out reads no test label.
     """
-    pool = load_split(task, "train", 16, seed) + load_split(task, "dev", 16, seed)
+    test = seeded_subset(load_split(task, "test"), test_limit, test_seed)
+    held = set(digests(e.text for e in test))
+    given = load_split(task, "train", 16, seed) + load_split(task, "dev", 16, seed)
+    pool = [e for e in given if digest(e.text) not in held]
+    dropped = len(given) - len(pool)
+    if dropped and notes is not None:
+        notes["user_examples_dropped_as_test_texts"] = dropped
     rng = child_rng(seed, "merge-user-examples")
     per = [user_examples // task.n_classes + (c < user_examples % task.n_classes)
            for c in range(task.n_classes)]
@@ -45,7 +56,7 @@ def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
                            f"{task.n_classes} classes): lower user_examples")
         chosen.extend(rng.choice(idx, size=k, replace=False).tolist())
     user = [pool[i] for i in sorted(chosen)]
-    return user, seeded_subset(load_split(task, "test"), test_limit, test_seed)
+    return user, test
 
 
 def prompts_of(task: Task, template: int, examples: Sequence[Example]) -> list[str]:
