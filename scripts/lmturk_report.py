@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from blackbox.stats import format_diff, paired_bootstrap  # noqa: E402
+
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 ACQ_ORDER = ["random", "entropy", "least-confidence", "margin", "kmeans"]
 TASK_ORDER = ["sst-2", "agnews", "trec", "bbc-news"]
@@ -63,9 +68,11 @@ def first_reach(curves: list[list[dict[str, Any]]], target: float) -> int | None
 
 def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path) -> list[str]:
     by_acq: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
-        by_acq[r["summary"]["acquisition"]].append(r)
-    acqs = [a for a in ACQ_ORDER if a in by_acq]
+    modes = {r["recipe"].get("label_mode", "soft") for r in runs}
+    for r in runs:  # one curve per acquisition function (and label mode, when both ran)
+        by_acq[_group(r, len(modes) > 1)].append(r)
+    acqs = sorted(by_acq, key=lambda a: (ACQ_ORDER.index(a.split(" ")[0])
+                                         if a.split(" ")[0] in ACQ_ORDER else 99, a))
     seeds = sorted({r["recipe"]["seed"] for r in runs})
     s0 = runs[0]["summary"]
     lines = [f"### {task}", "",
@@ -107,12 +114,58 @@ def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path) -> list[
                   for r in by_acq[a]])
         lines.append(f"| {a} | " + " | ".join(cells) + f" | {lab} |")
     lines.append("")
+    lines += paired_lines(by_acq, acqs)
     # the goal: reach random's final accuracy with at most half of its queries
     if "random" in by_acq:
         lines += goal_lines(by_acq, acqs)
     plot = plot_task(task, by_acq, acqs, refs, plot_dir)
     lines += [f"![{task} learning curves]({plot.relative_to(REPO / 'results')})", ""]
     return lines
+
+
+def _group(run: dict[str, Any], by_mode: bool) -> str:
+    acq = run["summary"]["acquisition"]
+    return f"{acq} ({run['recipe'].get('label_mode', 'soft')} labels)" if by_mode else acq
+
+
+# (label, the student's per-item record, the reference's), each a path into the summary
+PAIRS = [("linear student − linear student on the gold examples only",
+          ("correct",), ("gold_only_correct",)),
+         ("fine-tuned student − fine-tuned student on the gold examples only",
+          ("finetuned", "correct"), ("finetuned", "gold_only_correct")),
+         ("linear student − the workers at test time", ("correct",),
+          ("workers_eval", "correct")),
+         ("fine-tuned student − the workers at test time", ("finetuned", "correct"),
+          ("workers_eval", "correct"))]
+
+
+def _at(summary: dict[str, Any], path: tuple[str, ...]) -> str | None:
+    value: Any = summary
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def paired_lines(by_acq: dict[str, list[dict[str, Any]]], acqs: list[str]) -> list[str]:
+    """Paired differences on the same evaluation items, seeds pooled (the items of every
+    seed side by side), with a 95% bootstrap interval over items."""
+    rows = []
+    for a in acqs:
+        runs = sorted(by_acq[a], key=lambda r: r["recipe"]["seed"])
+        for label, mine, theirs in PAIRS:
+            got = [(_at(r["summary"], mine), _at(r["summary"], theirs)) for r in runs]
+            if not got or any(x is None or y is None or len(x) != len(y) for x, y in got):
+                continue
+            base = "".join(y for _, y in got)  # type: ignore[misc]
+            other = "".join(x for x, _ in got)  # type: ignore[misc]
+            rows.append(f"| {a} | {label} | {format_diff(paired_bootstrap(base, other))} | "
+                        f"{len(base)} ({len(runs)} seeds) |")
+    if not rows:
+        return []
+    return ["Paired differences at the end of the budget, accuracy points [95% bootstrap "
+            "interval over the evaluation items, seeds pooled]:", "",
+            "| acquisition | comparison | difference | items |", "|---|---|---:|---:|",
+            *rows, ""]
 
 
 def goal_lines(by_acq: dict[str, list[dict[str, Any]]], acqs: list[str]) -> list[str]:
