@@ -183,11 +183,14 @@ def observations(cells: list[dict]) -> list[str]:
             f"{neg} of {len(evo)} evo runs ended with a negative β.")
         sign = [f"{t} {a:.3f} / {b:.3f}" for t, a, b in _mean_pairs(by, tasks, "evo",
                                                                       "evo-no-sign")]
-        out.append(f"- Evo w/o sign (β ≥ 0) found the same mixture as Evo in {same} of "
-                   f"{len(evo)} cells" + (
-                       "; the sign bound rarely binds at this budget." if neg <= len(evo) // 3
-                       else "; mean test accuracy with negative scales allowed / with β ≥ 0: "
-                       + "; ".join(sign) + "."))
+        compared = sum(1 for (t, sd, _), _s in evo if (t, sd, "evo-no-sign") in by)
+        if compared:
+            out.append(f"- Evo w/o sign (β ≥ 0) found the same mixture as Evo in {same} of "
+                       f"{compared} cells" + (
+                           "; the sign bound rarely binds at this budget."
+                           if neg <= len(evo) // 3 else
+                           "; mean test accuracy with negative scales allowed / with β ≥ 0: "
+                           + "; ".join(sign) + "."))
     pairs = [(s, by[(t, sd, "evo-no-denoise")]) for (t, sd, _), s in evo
              if isinstance(by.get((t, sd, "evo-no-denoise"), {}).get("adapter"), dict)]
     if pairs:
