@@ -25,12 +25,13 @@ class BenchConfig:
 
     base_url: str
     workload: str = "chat"
-    mode: str = "sync"
-    concurrency: int = 1
-    rate: float | None = None
-    seed: int = 0
-    requests: int = 100
-    duration: float = 300.0
+    # the schedule's defaults are the Schedule's own (one home for each)
+    mode: str = Schedule.mode
+    concurrency: int = Schedule.concurrency
+    rate: float | None = Schedule.rate
+    seed: int = Schedule.seed
+    requests: int = Schedule.requests
+    duration: float = Schedule.duration
     max_tokens: int = 128
     temperature: float = 0.0
     task: str = "bbc-news"
