@@ -339,8 +339,7 @@ class RemoteBackend:
             parts.append(self._mode_key())
         if self.tokenizer is not None and mode == "topk":
             # words the top-k misses are recovered through its ids, not floored: other values
-            parts.append("tokenizer=" + hashlib.sha256(
-                "\x1f".join(self.tokenizer.pieces()).encode()).hexdigest()[:16])
+            parts.append("tokenizer=" + self.tokenizer.digest)
         if info.get("fingerprint"):
             parts.append(str(info["fingerprint"]))  # a restarted server on another model
         return ":".join(parts)

@@ -13,6 +13,8 @@ tokenizer, ``logit_bias`` is off and ClaPS searches its word list (the run's not
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,11 @@ class NamedTokenizer:
     def count(self, texts: list[str]) -> list[int]:
         """Each text's token count (real counts for budgets, where the server gives none)."""
         return [max(1, len(self.encode(t))) for t in texts]
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A short digest of the token list (computed once: fingerprints read it per call)."""
+        return hashlib.sha256("\x1f".join(self.pieces()).encode()).hexdigest()[:16]
 
     def pieces(self) -> list[str]:
         """The token list, index = token id (each token decoded alone)."""

@@ -120,6 +120,7 @@ def local_generation(svc: Any, prompts: list[str], params: Params, n: int, adapt
     gen = Generation(len(prompts) * n)
     runs = 1 if params.temperature == 0 else n  # greedy choices are all the same text
     rows = []
+    constrained, schema = guide_schema(params.response_format)
     for i, p in enumerate(prompts):
         ids = svc.prompt_ids(p)
         if not ids:
@@ -127,8 +128,7 @@ def local_generation(svc: Any, prompts: list[str], params: Params, n: int, adapt
                            "BOS token", "prompt")
         for j in range(runs):
             guide = None
-            constrained, schema = guide_schema(params.response_format)
-            if constrained:
+            if constrained:  # one guide per row: each remembers its own parse
                 try:
                     guide = JsonGuide(svc.engine, schema, ids)
                 except BbxError as e:
