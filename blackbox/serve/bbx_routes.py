@@ -40,7 +40,7 @@ async def health(request: Request) -> dict[str, Any]:
     svc = service(request)
     out = {"status": "ok", "model": svc.model_id,
            "uptime_s": round(time.time() - request.app.state.started, 1),
-           "batching": svc.batcher.stats.as_dict()}
+           "batching": svc.batcher.stats.as_dict(), "reuse": svc.reuse.stats.as_dict()}
     if svc.decoder is not None:
         out["decoding"] = svc.decoder.as_dict()
     return out

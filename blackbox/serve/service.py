@@ -24,6 +24,7 @@ from blackbox.errors import BbxError
 from blackbox.serve.batcher import Batcher, Job
 from blackbox.serve.errors import APIError, from_bbx_error
 from blackbox.serve.generation import Generation, Params, batcher_generation, local_generation
+from blackbox.serve.reuse import Reuse
 
 FALLBACK_CHAT = "{role}: {content}\n"
 
@@ -54,6 +55,7 @@ class Service:
         self._engine: Any = None
         self._repo: Any = None
         self._vocab: list[str] | None = None
+        self.reuse = Reuse()  # identical base-model scoring items are computed once
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -211,7 +213,13 @@ class Service:
                 sequence_logprobs, ([s for s, _ in its], [st for _, st in its]), adapters,
                 top_k=top_k, next_k=next_k, logit_bias=bias)
 
-        return await self.run(Job("seq_logprobs", key, items, adapter, call=call))
+        async def compute(idx: list[int]) -> list[Any]:
+            return await self.run(Job("seq_logprobs", key, [items[i] for i in idx], adapter,
+                                      call=call))
+
+        if normalize_adapter(adapter) is not None:  # adapters can change: never kept
+            return await compute(list(range(len(items))))
+        return await self.reuse.get([(key, tuple(s), st) for s, st in items], compute)
 
     # ---- tokens -------------------------------------------------------------------------
 

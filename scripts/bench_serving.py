@@ -1,0 +1,288 @@
+"""bbx serve beside llama.cpp's own C++ server and llama-cpp-python's server, on the same
+GGUF and under the same loads, in one run on one machine: ``results/bench-serving.md``.
+
+The three servers are started by this script on loopback ports and stopped at its end:
+
+* ``bbx serve`` exactly as a user starts it (defaults: ``dtype auto``, the dynamic batcher,
+  continuous-batching decode); it dequantizes the GGUF into torch weights;
+* ``llama-server`` (built once by ``scripts/llama_cpp_server_build.sh``) with 8 parallel
+  slots (``-np 8``), on the quantized GGUF as shipped;
+* llama-cpp-python's ``llama_cpp.server`` (built once by ``scripts/llama_server_env.sh``),
+  one sequence at a time, with ``--interrupt_requests false`` (by default a new request cuts
+  the one being streamed short).
+
+Loads, each through ``blackbox.api.bench`` (the ``bbx bench`` load generator; its client
+threads run in this process): next-token scoring on ``/v1/completions`` (``max_tokens=1,
+logprobs=5``) at 1, 8 and 32 clients on distinct SST-2 prompts and at 32 clients on one
+repeated prompt; streamed generation of 64 tokens at 1 and 8 clients. Every cell runs in two
+rounds, interleaved (round 1 of every cell on every server, then round 2), so drift in the
+machine's speed shows as the spread between rounds rather than as a difference between
+servers. Each cell's summary goes to ``results/bench-serving.json``;
+``--report-only`` rewrites the markdown from it.
+
+    flock /tmp/bbx-heavy.lock env OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_serving.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SERVERS = ("bbx", "llama-server", "llama-cpp-python")
+LABELS = {"bbx": "bbx serve", "llama-server": "llama-server -np 8 (C++)",
+          "llama-cpp-python": "llama-cpp-python server"}
+# (name, bench options): the issue's loads
+SCORING = [(f"next-token c={c}", {"workload": "next-token", "concurrency": c})
+           for c in (1, 8, 32)] + [
+    ("next-token c=32 repeated", {"workload": "next-token", "concurrency": 32, "repeat": True})]
+STREAMING = [(f"stream 64 tokens c={c}", {"workload": "completion", "concurrency": c,
+                                           "max_tokens": 64}) for c in (1, 8)]
+THREADS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited at start: see {log}")
+        with contextlib.suppress(OSError), \
+                urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"{what} did not answer within 300 s: see {log}")
+
+
+def build(script: str) -> str:
+    res = subprocess.run(["bash", str(REPO / "scripts" / script)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHON": sys.executable})
+    if res.returncode != 0:
+        raise SystemExit(f"{script} failed: {res.stderr.strip()[-400:]}")
+    return res.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def servers(logs: Path) -> Iterator[dict[str, str]]:
+    from blackbox.engine.loader import resolve_spec
+
+    gguf = str(resolve_spec("default").path)
+    llama_server = build("llama_cpp_server_build.sh")
+    llama_python = build("llama_server_env.sh")
+    ports = {name: free_port() for name in SERVERS}
+    cmds = {
+        "bbx": [str(Path(sys.executable).with_name("bbx")), "serve", "--port",
+                str(ports["bbx"]), "--threads", str(THREADS)],
+        "llama-server": [llama_server, "-m", gguf, "--host", "127.0.0.1", "--port",
+                         str(ports["llama-server"]), "-np", "8", "-c", "8192", "-t",
+                         str(THREADS)],
+        "llama-cpp-python": [llama_python, "-m", "llama_cpp.server", "--model", gguf,
+                             "--host", "127.0.0.1", "--port", str(ports["llama-cpp-python"]),
+                             "--n_ctx", "2048", "--n_threads", str(THREADS),
+                             # its default cuts a streaming answer short whenever another
+                             # request arrives: off, so every request is served in full
+                             "--interrupt_requests", "false", "--verbose", "false"],
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, cmd in cmds.items():
+            log = logs / f"{name}.log"
+            procs[name] = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+            wait_up(f"http://127.0.0.1:{ports[name]}/v1", procs[name], name, log)
+        yield {name: f"http://127.0.0.1:{p}/v1" for name, p in ports.items()}
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def cell_options(opts: dict[str, Any], quick: bool) -> dict[str, Any]:
+    c = opts["concurrency"]
+    out: dict[str, Any] = {"workload": opts["workload"], "task": "sst-2", "prompt_words": 20,
+                           "repeat": opts.get("repeat", False), "warmup": 2 if c == 1 else c}
+    out.update({"mode": "sync"} if c == 1 else {"mode": "concurrency", "concurrency": c})
+    if opts["workload"] == "completion":
+        out.update(max_tokens=opts["max_tokens"], requests=8 * c if not quick else 2 * c,
+                   duration=60.0)
+    else:
+        out.update(requests=100 if c == 1 else 400, duration=20.0 if not quick else 5.0)
+    return out
+
+
+def run_all(rounds: int, quick: bool, out_json: Path) -> dict[str, Any]:
+    from blackbox import api
+    from blackbox.machine import cpu_description
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    cells: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp)) as urls:
+        load0 = os.getloadavg()[0]
+        for rnd in range(1, rounds + 1):
+            for name, opts in SCORING + STREAMING:
+                for server in SERVERS:
+                    options = cell_options(opts, quick)
+                    res = api.bench(urls[server], output_dir=tmp, **options)
+                    s = res.summary
+                    keep = {k: s.get(k) for k in (
+                        "ok", "failed", "errors", "duration_s", "requests_per_s", "e2e_s",
+                        "ttft_s", "itl_s", "tpot_s", "fluidity", "output_tokens_per_s",
+                        "distinct_prompts")}
+                    cells.append({"load": name, "server": server, "round": rnd,
+                                  "options": options, **keep})
+                    print(f"round {rnd} · {name} · {server}: "
+                          f"{s.get('requests_per_s', 0):.2f} req/s, {s.get('failed')} failed",
+                          flush=True)
+        load1 = os.getloadavg()[0]
+    import torch
+
+    data = {"started": started, "machine": {**cpu_description(), "cores": os.cpu_count(),
+                                            "python": platform.python_version(),
+                                            "torch": torch.__version__, "threads": THREADS},
+            "load_average": [round(load0, 2), round(load1, 2)], "rounds": rounds,
+            "cells": cells}
+    out_json.write_text(json.dumps(data, indent=1) + "\n")
+    return data
+
+
+def _ms(v: Any) -> str:
+    return f"{1000 * v:.0f}" if isinstance(v, (int, float)) else "-"
+
+
+def _span(values: list[float], fmt: str = "{:.1f}") -> str:
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else \
+        f"{fmt.format(lo)}–{fmt.format(hi)}"
+
+
+def _get(c: dict[str, Any], key: str, stat: str) -> float | None:
+    v = (c.get(key) or {}).get(stat)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def report(data: dict[str, Any]) -> str:
+    cells = data["cells"]
+
+    def of(load: str, server: str) -> list[dict[str, Any]]:
+        return [c for c in cells if c["load"] == load and c["server"] == server]
+
+    def mean(load: str, server: str, key: str, stat: str | None = None) -> float:
+        vals = [c[key] if stat is None else _get(c, key, stat) for c in of(load, server)]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    m = data["machine"]
+    lines = [
+        "# Serving benchmark: bbx serve beside llama.cpp's servers", "",
+        f"Measured {data['started']} by `scripts/bench_serving.py`, every number in one run on "
+        f"one machine: {m['cores']} CPU cores ({m['cpu']}; units {', '.join(m['cpu_units'])}), "
+        f"torch {m['torch']}, {m['threads']} threads per server, OMP_WAIT_POLICY=PASSIVE. "
+        f"1-minute load average at the start / end: {data['load_average'][0]} / "
+        f"{data['load_average'][1]}.", "",
+        "All three servers serve the bundled SmolLM2-135M-Instruct GGUF (Q4_1). `llama-server` "
+        "and llama-cpp-python compute on the quantized weights; `bbx serve` (started with its "
+        "defaults, so `dtype auto`) dequantizes them into torch weights (bf16 on a CPU with "
+        "native bf16 units, else fp32). Clients are threads of the benchmark process "
+        "(`bbx bench` through the openai SDK), on the same cores as the servers. Prompts: "
+        "SST-2 test reviews cut to 20 words in `Review: ...\\nSentiment:`, distinct within a "
+        f"cell unless marked *repeated*. Each cell ran {data['rounds']} times, interleaved "
+        "with the other servers; ranges below are the rounds' lowest–highest.", "",
+        "Reproduce: `flock /tmp/bbx-heavy.lock env OMP_WAIT_POLICY=PASSIVE .venv/bin/python "
+        "scripts/bench_serving.py` (builds both llama.cpp servers once into the user cache). "
+        "`--report-only` rewrites this file from `results/bench-serving.json`.", "",
+        "## Next-token scoring: `/v1/completions`, `max_tokens=1, logprobs=5`", "",
+        "| load | " + " | ".join(f"{LABELS[s]} req/s" for s in SERVERS)
+        + " | " + " | ".join(f"{LABELS[s]} p50 / p90 ms" for s in SERVERS) + " |",
+        "|---|" + "---:|" * (2 * len(SERVERS)),
+    ]
+    for load, _ in SCORING:
+        rps = [_span([c["requests_per_s"] for c in of(load, s)]) for s in SERVERS]
+        lat = [f"{_ms(mean(load, s, 'e2e_s', 'p50'))} / {_ms(mean(load, s, 'e2e_s', 'p90'))}"
+               for s in SERVERS]
+        lines.append(f"| {load} | " + " | ".join(rps) + " | " + " | ".join(lat) + " |")
+    lines += ["", "Latency columns are the rounds' mean of each round's percentile.", "",
+              "## Streamed generation: `/v1/completions`, `stream=true`, 64 tokens", "",
+              "| load | server | req/s | output tok/s | TTFT p50 / p90 ms | ITL p50 / p90 ms "
+              "| TPOT p50 / p90 ms | fluidity-index mean / p10 |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for load, _ in STREAMING:
+        for s in SERVERS:
+            cs = of(load, s)
+            row = [load, LABELS[s], _span([c["requests_per_s"] for c in cs], "{:.2f}"),
+                   _span([c["output_tokens_per_s"] or 0 for c in cs], "{:.0f}")]
+            for key in ("ttft_s", "itl_s", "tpot_s"):
+                row.append(f"{_ms(mean(load, s, key, 'p50'))} / {_ms(mean(load, s, key, 'p90'))}")
+            row.append(f"{mean(load, s, 'fluidity', 'mean'):.2f} / "
+                       f"{mean(load, s, 'fluidity', 'p10'):.2f}")
+            lines.append("| " + " | ".join(row) + " |")
+    fl = next((c.get("fluidity") for c in cells if c.get("fluidity")), {}) or {}
+    lines += ["", f"Fluidity-index (Etalon): the share of a request's tokens that meet their "
+              f"deadlines (first token within {fl.get('prefill_deadline_s')} s, then one "
+              f"every {fl.get('decode_deadline_s')} s, slack carried forward).", ""]
+    failed = sum(c.get("failed") or 0 for c in cells)
+    lines += [f"Failed requests over all cells: {failed}.", "", "## The issue's goals", "",
+              "| goal | measured | met |", "|---|---:|---|"]
+
+    def ratio(load: str, key: str, stat: str | None, inverse: bool = False) -> float:
+        a, b = mean(load, "bbx", key, stat), mean(load, "llama-server", key, stat)
+        return b / a if inverse else a / b
+
+    goals = [
+        ("32 clients, distinct prompts: bbx req/s ≥ 2x llama-server",
+         ratio("next-token c=32", "requests_per_s", None), 2.0),
+        ("32 clients, repeated prompt: bbx req/s ≥ 1x llama-server",
+         ratio("next-token c=32 repeated", "requests_per_s", None), 1.0),
+        ("1 client: bbx p50 latency ≤ 1x llama-server (shown as llama-server / bbx)",
+         ratio("next-token c=1", "e2e_s", "p50", inverse=True), 1.0),
+        ("streaming, 1 client: bbx TTFT p50 ≤ 1x llama-server (llama-server / bbx)",
+         ratio("stream 64 tokens c=1", "ttft_s", "p50", inverse=True), 1.0),
+    ]
+    for text, value, bound in goals:
+        lines.append(f"| {text} | {value:.2f}x | {'yes' if value >= bound else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="tiny cells, to check the script")
+    ap.add_argument("--json", type=Path, default=REPO / "results" / "bench-serving.json")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "bench-serving.md")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    data = json.loads(args.json.read_text()) if args.report_only else \
+        run_all(args.rounds, args.quick, args.json)
+    text = report(data)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
