@@ -456,8 +456,8 @@ def bench(base_url: str, workload: str = "chat", run_dir: str | Path | None = No
     :class:`blackbox.bench.BenchConfig`): ``mode`` (``sync`` | ``concurrency`` with
     ``concurrency`` | ``rate`` with a Poisson ``rate`` and ``seed``), the bounds ``requests``
     and ``duration`` (s), ``max_tokens``, ``temperature``, ``task``, ``prompt_words``,
-    ``repeat``, ``batch`` (prompts per scoring request), ``warmup`` (untimed requests
-    first), ``slo``
+    ``repeat``, ``offset`` (the first text to send), ``batch`` (prompts per scoring
+    request), ``warmup`` (untimed requests first), ``slo``
     (``"ttft=500ms,tpot=100ms,e2e=2s"``), ``fluidity`` (``"prefill=1s,decode=100ms"``;
     default: the SLO's ttft and tpot), ``model`` (default: the server's first),
     ``adapter``, ``mixture_adapters``, ``api_key_env``, ``timeout``, ``output_dir``."""

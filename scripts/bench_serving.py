@@ -122,16 +122,19 @@ def servers(logs: Path) -> Iterator[dict[str, str]]:
                 p.kill()
 
 
-def cell_options(opts: dict[str, Any], quick: bool) -> dict[str, Any]:
+def cell_options(opts: dict[str, Any], quick: bool, offset: int) -> dict[str, Any]:
+    """A cell's bench options; its prompts start at ``offset`` (each round's cells take
+    texts no earlier cell sent, so no server answers a "distinct" prompt from a cache)."""
     c = opts["concurrency"]
     out: dict[str, Any] = {"workload": opts["workload"], "task": "sst-2", "prompt_words": 20,
-                           "repeat": opts.get("repeat", False), "warmup": 2 if c == 1 else c}
+                           "repeat": opts.get("repeat", False), "warmup": 2 if c == 1 else c,
+                           "offset": offset}
     out.update({"mode": "sync"} if c == 1 else {"mode": "concurrency", "concurrency": c})
     if opts["workload"] == "completion":
         out.update(max_tokens=opts["max_tokens"], requests=8 * c if not quick else 2 * c,
                    duration=60.0)
     else:
-        out.update(requests=100 if c == 1 else 400, duration=20.0 if not quick else 5.0)
+        out.update(requests=80 if c == 1 else 300, duration=20.0 if not quick else 5.0)
     return out
 
 
@@ -143,10 +146,12 @@ def run_all(rounds: int, quick: bool, out_json: Path) -> dict[str, Any]:
     cells: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp)) as urls:
         load0 = os.getloadavg()[0]
+        offset = 0
         for rnd in range(1, rounds + 1):
             for name, opts in SCORING + STREAMING:
+                probe = cell_options(opts, quick, offset)
                 for server in SERVERS:
-                    options = cell_options(opts, quick)
+                    options = cell_options(opts, quick, offset)
                     res = api.bench(urls[server], output_dir=tmp, **options)
                     s = res.summary
                     keep = {k: s.get(k) for k in (
@@ -158,6 +163,7 @@ def run_all(rounds: int, quick: bool, out_json: Path) -> dict[str, Any]:
                     print(f"round {rnd} · {name} · {server}: "
                           f"{s.get('requests_per_s', 0):.2f} req/s, {s.get('failed')} failed",
                           flush=True)
+                offset += 1 if probe["repeat"] else probe["requests"] + probe["warmup"]
         load1 = os.getloadavg()[0]
     import torch
 
@@ -168,6 +174,51 @@ def run_all(rounds: int, quick: bool, out_json: Path) -> dict[str, Any]:
             "cells": cells}
     out_json.write_text(json.dumps(data, indent=1) + "\n")
     return data
+
+
+def profile_decode(tokens: int = 64) -> dict[str, Any]:
+    """Where one streamed request's time goes in bbx's engine, in this process (the servers
+    are stopped): a prompt of the benchmark's kind prefilled, then ``tokens`` greedy decode
+    steps of one row, under ``torch.profiler`` (self CPU time per operator), and the bytes
+    of weights every step reads."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from blackbox.engine.decode import DecodeBatch, new_row
+    from blackbox.engine.runtime import Engine
+
+    torch.set_num_threads(THREADS)
+    engine = Engine.from_spec("default")
+    ids = engine._prompt_ids(["Review: a wonderful, moving film with superb acting and a "
+                              "lot of heart, if a little long.\nSentiment:"])[0]
+
+    def one() -> tuple[float, float, int]:
+        batch = DecodeBatch(engine)
+        row = new_row(ids, "profile", tokens, engine.max_length)
+        t0 = time.perf_counter()
+        batch.admit([row])
+        t1 = time.perf_counter()
+        while batch.rows:
+            batch.step()
+        return t1 - t0, time.perf_counter() - t1, len(row.new)
+
+    for _ in range(2):
+        one()
+    plain = [one() for _ in range(3)]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        _, decode_s, n = one()
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    params = sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    return {
+        "dtype": str(engine.dtype).removeprefix("torch."), "prompt_tokens": len(ids),
+        "prefill_ms": 1000 * min(p[0] for p in plain),
+        "step_ms": 1000 * min(p[1] / max(1, p[2] - 1) for p in plain),
+        "profiled_step_ms": 1000 * decode_s / max(1, n - 1),
+        "weight_mb": params / 1e6,
+        "ops": [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1000,
+                 "share": e.self_cpu_time_total / total} for e in ops[:8]],
+    }
 
 
 def _ms(v: Any) -> str:
@@ -211,8 +262,10 @@ def report(data: dict[str, Any]) -> str:
         "defaults, so `dtype auto`) dequantizes them into torch weights (bf16 on a CPU with "
         "native bf16 units, else fp32). Clients are threads of the benchmark process "
         "(`bbx bench` through the openai SDK), on the same cores as the servers. Prompts: "
-        "SST-2 test reviews cut to 20 words in `Review: ...\\nSentiment:`, distinct within a "
-        f"cell unless marked *repeated*. Each cell ran {data['rounds']} times, interleaved "
+        "SST-2 test reviews cut to 20 words in `Review: ...\\nSentiment:`; unless marked "
+        "*repeated*, no prompt is sent twice to a server in the whole run (each cell starts "
+        "past the texts of the cells before it), so no server answers from a cache. "
+        f"Each cell ran {data['rounds']} times, interleaved "
         "with the other servers; ranges below are the rounds' lowest–highest.", "",
         "Reproduce: `flock /tmp/bbx-heavy.lock env OMP_WAIT_POLICY=PASSIVE .venv/bin/python "
         "scripts/bench_serving.py` (builds both llama.cpp servers once into the user cache). "
@@ -266,6 +319,20 @@ def report(data: dict[str, Any]) -> str:
     ]
     for text, value, bound in goals:
         lines.append(f"| {text} | {value:.2f}x | {'yes' if value >= bound else 'no'} |")
+    prof = data.get("profile")
+    if prof:
+        lines += ["", "## Where a streamed token's time goes in bbx", "",
+                  f"In-process, the servers stopped: one {prof['prompt_tokens']}-token prompt, "
+                  f"then 64 greedy steps of one row in {prof['dtype']} "
+                  f"(`scripts/bench_serving.py --profile-only`). Prefill "
+                  f"{prof['prefill_ms']:.0f} ms; one decode step {prof['step_ms']:.1f} ms "
+                  f"({prof['profiled_step_ms']:.1f} ms under the profiler). Every step reads "
+                  f"all {prof['weight_mb']:.0f} MB of weights. Self CPU time by operator "
+                  "over the profiled steps:", "",
+                  "| operator | calls | self ms | share |", "|---|---:|---:|---:|"]
+        for o in prof["ops"]:
+            lines.append(f"| `{o['op']}` | {o['calls']} | {o['self_ms']:.0f} | "
+                         f"{100 * o['share']:.0f}% |")
     return "\n".join(lines) + "\n"
 
 
@@ -276,9 +343,16 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "results" / "bench-serving.json")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench-serving.md")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--profile-only", action="store_true",
+                    help="only (re)measure the decode profile into the existing JSON")
     args = ap.parse_args()
-    data = json.loads(args.json.read_text()) if args.report_only else \
-        run_all(args.rounds, args.quick, args.json)
+    if args.report_only or args.profile_only:
+        data = json.loads(args.json.read_text())
+    else:
+        data = run_all(args.rounds, args.quick, args.json)
+    if not args.report_only:
+        data["profile"] = profile_decode()
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
     text = report(data)
     args.out.write_text(text)
     print(text)

@@ -185,3 +185,14 @@ def test_next_token_scoring_and_mixtures_on_the_tiny_llama(tiny_url: str, tmp_pa
     m = api.bench(tiny_url, workload="mixture", requests=2, prompt_words=4,
                   output_dir=str(tmp_path)).summary
     assert m["ok"] == 2 and m["mixture_adapters"] == ["news", "sst2", "trec"]
+
+
+def test_an_offset_starts_at_a_later_text_and_keeps_every_text() -> None:
+    from blackbox.bench.prompts import load_prompts
+
+    base = load_prompts("sst-2", 20, templated=True, repeat=False)
+    later = load_prompts("sst-2", 20, templated=True, repeat=False, offset=5)
+    assert later.texts[0] == base.texts[5]
+    assert later.batch(0, 2) == base.texts[5:7]
+    assert sorted(later.texts) == sorted(base.texts) and later.distinct == base.distinct
+    assert load_prompts("sst-2", 20, True, True, offset=5).texts == [base.texts[5]]

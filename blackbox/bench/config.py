@@ -37,6 +37,7 @@ class BenchConfig:
     task: str = "bbc-news"
     prompt_words: int = 200
     repeat: bool = False
+    offset: int = 0
     batch: int = 1
     warmup: int = 0
     slo: str | None = None
@@ -67,8 +68,8 @@ class BenchConfig:
             raise BbxError("--rate applies with --mode rate")
         if self.max_tokens < 1 or self.prompt_words < 1 or self.batch < 1:
             raise BbxError("--max-tokens, --prompt-words and --batch must be >= 1")
-        if self.warmup < 0:
-            raise BbxError("--warmup must be >= 0")
+        if self.warmup < 0 or self.offset < 0:
+            raise BbxError("--warmup and --offset must be >= 0")
         if self.batch > 1 and self.streamed:
             raise BbxError("--batch applies to scoring workloads: a streamed generation "
                            "request holds one prompt")

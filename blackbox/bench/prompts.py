@@ -4,7 +4,9 @@ Generation workloads send the cut text itself (a completion continues it; chat s
 the user's message); scoring workloads send it in the task's first template, so that the
 task's label words are the natural next token. ``repeat`` sends the first prompt every
 time (what a prefix or prompt cache gains); otherwise prompts are distinct until the texts
-run out, then cycle (the summary says so).
+run out, then cycle (the summary says so). ``offset`` starts at a later text, so that several
+runs against one server can each send prompts it has not seen (bbx serve, vLLM and
+llama.cpp keep what they computed for a prompt).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ class Prompts:
         return [self.texts[(index * size + j) % n] for j in range(size)]
 
 
-def load_prompts(task: str, words: int, templated: bool, repeat: bool) -> Prompts:
+def load_prompts(task: str, words: int, templated: bool, repeat: bool,
+                 offset: int = 0) -> Prompts:
     """The task's test texts (then its pool, where it has one), deduplicated after cutting
-    to ``words`` words; in the task's template when ``templated``."""
+    to ``words`` words, from the ``offset``-th on (cycling); in the task's template when
+    ``templated``."""
     from blackbox.data import load_split
     from blackbox.data.tasks import render
     from blackbox.recipes import parse_recipe
@@ -48,6 +52,8 @@ def load_prompts(task: str, words: int, templated: bool, repeat: bool) -> Prompt
     texts = [render(t.template, x) if templated else x for x in seen]
     if not texts:
         raise BbxError(f"task '{t.name}' has no texts to send")
+    k = offset % len(texts)
+    texts = texts[k:] + texts[:k]
     if repeat:
         texts = texts[:1]
     return Prompts(texts=texts, label_words=list(t.label_words), distinct=len(texts))

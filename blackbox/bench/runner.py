@@ -92,7 +92,7 @@ def _row(t: Trace, m: RequestMetrics | None, cfg: BenchConfig) -> dict[str, Any]
 def run_bench(cfg: BenchConfig, run_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Run the benchmark ``cfg`` describes; (its run directory, its summary)."""
     prompts = load_prompts(cfg.task, cfg.prompt_words, templated=not cfg.streamed,
-                           repeat=cfg.repeat)
+                           repeat=cfg.repeat, offset=cfg.offset)
     api_key = os.environ.get(cfg.api_key_env) or "unused"  # local servers take any key
     server, model, names, traces = asyncio.run(_run(cfg, prompts, api_key))
     rd = RunDir.open(cfg.as_recipe(), cfg.output_dir, run_dir,

@@ -102,6 +102,9 @@ def register(app: typer.Typer) -> None:
                                                   min=1)] = 200,
         repeat: Annotated[bool, typer.Option(
             help="Send the same prompt every time (prefix / prompt-cache effects).")] = False,
+        offset: Annotated[int, typer.Option(
+            help="Start at this text of the task (fresh prompts for a server that has "
+                 "seen the first ones).", min=0)] = 0,
         batch: Annotated[int, typer.Option(help="Scoring: prompts per request.", min=1)] = 1,
         warmup: Annotated[int, typer.Option(
             help="Untimed requests first, one at a time (not in the results).", min=0)] = 0,
@@ -137,6 +140,7 @@ def register(app: typer.Typer) -> None:
             base_url, workload=workload, run_dir=run_dir, mode=mode, concurrency=concurrency,
             rate=rate, seed=seed, requests=requests, duration=duration, max_tokens=max_tokens,
             temperature=temperature, task=task, prompt_words=prompt_words, repeat=repeat,
+            offset=offset,
             batch=batch, warmup=warmup, slo=slo, fluidity=fluidity, model=model,
             adapter=adapter,
             mixture_adapters=[a.strip() for a in adapters.split(",") if a.strip()]
