@@ -276,8 +276,9 @@ class RecipeBase(Strict):
     task: str | TaskSpec = Field("sst-2", description="Task name (bbx ls tasks); for your own "
                                  "data give --train/--test files instead.")
     shots: int = Field(16, ge=1, description="Labelled examples per class in train (and dev).")
-    backend: BackendConfig = Field(default_factory=LocalBackendConfig,
-                                   description="Where the queries go.")
+    backend: BackendConfig = Field(
+        default_factory=LocalBackendConfig, description="Where the queries go: a backend kind "
+        "(local | fake | remote, or a plugin's: bbx ls backends) and its options.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig,
                                  description="What the run may pay for.")
     cache_dir: str | None = Field(None, description="The response cache (default: <BBX_CACHE_DIR "
