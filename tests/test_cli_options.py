@@ -40,18 +40,24 @@ def _command(path: list[str]) -> Any:
     return cmd
 
 
-@pytest.mark.parametrize("command,option,description,default", [
-    (["search-prompt"], "--budget", ClapsRecipe.model_fields["queries"].description, "20000"),
-    (["distill"], "--acquisition", LMTurkRecipe.model_fields["acquisition"].description,
-     "entropy"),
-    (["decode", "fit"], "--neighbours", DecodeRecipe.model_fields["neighbours"].description,
-     "10"),
-    (["merge"], "--variant", MergeRecipe.model_fields["variant"].description, "evo"),
-    (["eval"], "--split", EvalRecipe.model_fields["split"].description, "test"),
-    (["eval"], "--api", RemoteBackendConfig.model_fields["api"].description, "auto"),
-], ids=lambda v: v if isinstance(v, str) and v.startswith("--") else None)
-def test_help_is_the_schema_description_and_default(command, option, description,
+def _id(value: Any) -> str:
+    """Test ids: the command and the option (the rest is in the test)."""
+    if isinstance(value, list):
+        return " ".join(value)
+    return value if isinstance(value, str) and value.startswith("--") else ""
+
+
+@pytest.mark.parametrize("command,option,model,field,default", [
+    (["search-prompt"], "--budget", ClapsRecipe, "queries", "20000"),
+    (["distill"], "--acquisition", LMTurkRecipe, "acquisition", "entropy"),
+    (["decode", "fit"], "--neighbours", DecodeRecipe, "neighbours", "10"),
+    (["merge"], "--variant", MergeRecipe, "variant", "evo"),
+    (["eval"], "--split", EvalRecipe, "split", "test"),
+    (["eval"], "--api", RemoteBackendConfig, "api", "auto"),
+], ids=_id)
+def test_help_is_the_schema_description_and_default(command, option, model, field,
                                                     default) -> None:
+    description = model.model_fields[field].description
     result = _invoke(*command, "--help")
     assert result.exit_code == 0, result.output
     [line] = [ln for ln in ANSI.sub("", result.output).splitlines()
@@ -96,7 +102,7 @@ class Captured:
     (["decode", "fit"], "--neighbours", "4", "neighbours"),
     (["merge"], "--user-examples", "8", "user_examples"),
     (["eval"], "--split", "dev", "split"),
-], ids=lambda v: v if isinstance(v, str) and v.startswith("--") else None)
+], ids=_id)
 def test_an_option_not_given_leaves_the_recipe_default(monkeypatch, command, option, value,
                                                        field) -> None:
     captured = Captured()
