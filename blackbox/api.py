@@ -206,22 +206,56 @@ def _failed(rd: RunDir, fresh: bool, error: BaseException, metered: MeteredBacke
                       **({"notes": ctx.notes} if ctx is not None and ctx.notes else {})})
 
 
-def evaluate(
-    task: str | dict[str, Any] = "sst-2",
-    split: str = "test",
-    template: int | str = 0,
-    prompt: str = "",
-    limit: int | None = None,
-    seed: int = 42,
-    backend: dict[str, Any] | None = None,
-    **fields: Any,
-) -> RunResult:
-    """Accuracy of a template (+ prompt) on a task split: ``bbx eval`` as a function."""
-    data: dict[str, Any] = {"method": "eval", "task": task, "split": split, "template": template,
-                            "prompt": prompt, "limit": limit, "seed": seed, **fields}
+def _build(method: str, source: str, options: dict[str, Any], fields: dict[str, Any],
+           backend: dict[str, Any] | None = None,
+           max_queries: int | None = None) -> RecipeBase:
+    """Validate one method's recipe from what was given: an option left ``None`` is not
+    given, and the recipe schema's default applies (the schema is the only home of
+    defaults)."""
+    data: dict[str, Any] = {"method": method,
+                            **{k: v for k, v in {**options, **fields}.items() if v is not None}}
     if backend is not None:
         data["backend"] = backend
-    return run_recipe(parse_recipe(data, source="eval"))
+    if max_queries is not None:
+        data["budget"] = {**(data.get("budget") or {}), "max_queries": max_queries}
+    return parse_recipe(data, source=source)
+
+
+def dry_run(recipe: RecipeBase | str | Path | dict[str, Any],
+            overrides: list[str] | None = None) -> dict[str, Any]:
+    """What a recipe (or a chain) will pay, before it pays (``--dry-run``): per step its
+    stages' projected queries, tokens and dollars, and the total. Nothing is paid: no verb
+    is called, no run directory is made (:mod:`blackbox.dryrun`)."""
+    from blackbox.dryrun import dry_run as project
+
+    return project(recipe, overrides=overrides)
+
+
+def evaluate_recipe(
+    task: str | dict[str, Any] | None = None,
+    split: str | None = None,
+    template: int | str | None = None,
+    prompt: str | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+    backend: dict[str, Any] | None = None,
+    max_queries: int | None = None,
+    **fields: Any,
+) -> RecipeBase:
+    """The ``method: eval`` recipe of :func:`evaluate` (validated, not run): plan it with
+    :func:`dry_run` or run it with :func:`run_recipe`. Options left ``None`` take the
+    recipe's defaults (:class:`blackbox.methods.eval.recipe.EvalRecipe`)."""
+    return _build("eval", "eval", {"task": task, "split": split, "template": template,
+                                   "prompt": prompt, "limit": limit, "seed": seed},
+                  fields, backend, max_queries)
+
+
+def evaluate(task: str | dict[str, Any] | None = None, run_dir: str | Path | None = None,
+             progress: bool = True, **options: Any) -> RunResult:
+    """Accuracy of a template (+ prompt) on a task split: ``bbx eval`` as a function.
+    ``options`` are :func:`evaluate_recipe`'s (``split``, ``template``, ``prompt``, ``limit``,
+    ``seed``, ``backend``, ``max_queries``, any other recipe key)."""
+    return run_recipe(evaluate_recipe(task, **options), run_dir=run_dir, progress=progress)
 
 
 def list_available() -> dict[str, list[str]]:
@@ -242,30 +276,35 @@ def list_available() -> dict[str, list[str]]:
     }
 
 
-def distill(
-    task: str | dict[str, Any] = "sst-2",
-    shots: int = 16,
-    workers: int = 3,
-    acquisition: str = "entropy",
-    batch: int = 32,
-    budget: int = 2000,
-    seed: int = 42,
+def distill_recipe(
+    task: str | dict[str, Any] | None = None,
+    shots: int | None = None,
+    workers: int | None = None,
+    acquisition: str | None = None,
+    batch: int | None = None,
+    budget: int | None = None,
+    seed: int | None = None,
     backend: dict[str, Any] | None = None,
     max_queries: int | None = None,
-    progress: bool = True,
     **fields: Any,
-) -> RunResult:
+) -> RecipeBase:
+    """The ``method: distill`` recipe of :func:`distill` (validated, not run). ``budget`` is
+    the annotation budget in LLM queries (workers x items; the recipe's ``queries``),
+    ``max_queries`` the hard cap on paid backend calls of any kind; ``fields`` are any other
+    recipe keys. Options left ``None`` take the recipe's defaults
+    (:class:`blackbox.methods.lmturk.recipe.LMTurkRecipe`)."""
+    return _build("distill", "distill",
+                  {"task": task, "shots": shots, "workers": workers,
+                   "acquisition": acquisition, "batch": batch, "queries": budget,
+                   "seed": seed}, fields, backend, max_queries)
+
+
+def distill(task: str | dict[str, Any] | None = None, run_dir: str | Path | None = None,
+            progress: bool = True, **options: Any) -> RunResult:
     """LMTurk as a function (``bbx distill``): few-shot LLM workers label what active learning
     picks, within ``budget`` LLM queries (workers x items); the run directory holds the
-    distilled ``student.json``. ``max_queries`` is the hard cap on paid backend calls of any
-    kind; ``fields`` are any other ``method: distill`` recipe keys."""
-    data: dict[str, Any] = {"method": "distill", "task": task, "shots": shots,
-                            "workers": workers, "acquisition": acquisition, "batch": batch,
-                            "queries": budget, "seed": seed,
-                            "budget": {"max_queries": max_queries}, **fields}
-    if backend is not None:
-        data["backend"] = backend
-    return run_recipe(parse_recipe(data, source="distill"), progress=progress)
+    distilled ``student.json``. ``options`` are :func:`distill_recipe`'s."""
+    return run_recipe(distill_recipe(task, **options), run_dir=run_dir, progress=progress)
 
 
 def predict(
@@ -283,28 +322,35 @@ def predict(
     return predict_rows(student, texts=texts, input=input)
 
 
-def decode_fit(
-    task: str | dict[str, Any] = "sst-2",
-    shots: int = 16,
-    seed: int = 42,
+def decode_fit_recipe(
+    task: str | dict[str, Any] | None = None,
+    shots: int | None = None,
+    seed: int | None = None,
     prompts: int | None = None,
-    decoder: str = "mpd",
+    decoder: str | None = None,
     backend: dict[str, Any] | None = None,
     decoder_out: str | Path | None = None,
-    progress: bool = True,
+    max_queries: int | None = None,
     **fields: Any,
-) -> RunResult:
+) -> RecipeBase:
+    """The ``method: decode``, ``action: fit`` recipe of :func:`decode_fit` (validated, not
+    run). ``fields`` are any other recipe keys (``compare``, ``test_limit``, ``neighbours``,
+    ...). Options left ``None`` take the recipe's defaults
+    (:class:`blackbox.methods.mpd.recipe.DecodeRecipe`)."""
+    return _build("decode", "decode fit",
+                  {"action": "fit", "task": task, "shots": shots, "seed": seed,
+                   "prompts": prompts, "decoder": decoder,
+                   "decoder_out": None if decoder_out is None else str(decoder_out)},
+                  fields, backend, max_queries)
+
+
+def decode_fit(task: str | dict[str, Any] | None = None, run_dir: str | Path | None = None,
+               progress: bool = True, **options: Any) -> RunResult:
     """Fit a Multi-Prompting Decoder (``decoder="mpd"``) or DecT on a k-shot split:
     ``bbx decode fit`` as a function. The decoder file goes to ``decoder_out`` (default
-    ``<run dir>/decoder.safetensors``; the summary's ``decoder_file``). ``fields`` are any
-    other ``method: decode`` recipe keys (``compare``, ``test_limit``, ``neighbours``, ...)."""
-    data: dict[str, Any] = {"method": "decode", "action": "fit", "task": task, "shots": shots,
-                            "seed": seed, "prompts": prompts, "decoder": decoder, **fields}
-    if decoder_out is not None:
-        data["decoder_out"] = str(decoder_out)
-    if backend is not None:
-        data["backend"] = backend
-    return run_recipe(parse_recipe(data, source="decode fit"), progress=progress)
+    ``<run dir>/decoder.safetensors``; the summary's ``decoder_file``). ``options`` are
+    :func:`decode_fit_recipe`'s."""
+    return run_recipe(decode_fit_recipe(task, **options), run_dir=run_dir, progress=progress)
 
 
 def decode_predict(
@@ -331,66 +377,74 @@ def decode_predict(
     return run_recipe(parse_recipe(data, source="decode predict"), progress=progress)
 
 
-def search_prompt(
-    task: str | dict[str, Any] = "sst-2",
-    shots: int = 16,
-    seed: int = 42,
-    search: str = "genetic",
-    budget: int = 20000,
-    clusters: int = 2000,
-    percentile: float = 90.0,
-    length: int = 5,
-    prune: str = "influence",
+def search_prompt_recipe(
+    task: str | dict[str, Any] | None = None,
+    shots: int | None = None,
+    seed: int | None = None,
+    search: str | None = None,
+    budget: int | None = None,
+    clusters: int | None = None,
+    percentile: float | None = None,
+    length: int | None = None,
+    prune: str | None = None,
     backend: dict[str, Any] | None = None,
     max_queries: int | None = None,
-    run_dir: str | Path | None = None,
-    progress: bool = True,
     **fields: Any,
-) -> RunResult:
-    """ClaPS prompt search as a function (``bbx search-prompt``): cluster the candidate
-    vocabulary into ``clusters`` (0: none), prune it to the tokens above the ``percentile``
-    (``prune``: influence | random | none), then ``search`` (greedy | genetic | pso | random
-    | manual | any optimizer) for a ``length``-token prompt within ``budget`` train queries
-    (pruning + search, cached or not). ``max_queries`` is the hard cap on paid calls;
-    ``run_dir`` resumes a run; ``fields`` are any other ``method: search-prompt`` keys
-    (``train_batch``, ``test_limit``, ``search_options``, ...)."""
-    data: dict[str, Any] = {"method": "search-prompt", "task": task, "shots": shots,
-                            "seed": seed, "search": search, "queries": budget,
-                            "clusters": clusters, "percentile": percentile, "length": length,
-                            "prune": prune, "budget": {"max_queries": max_queries}, **fields}
-    if backend is not None:
-        data["backend"] = backend
-    return run_recipe(parse_recipe(data, source="search-prompt"), run_dir=run_dir,
+) -> RecipeBase:
+    """The ``method: search-prompt`` recipe of :func:`search_prompt` (validated, not run):
+    cluster the candidate vocabulary into ``clusters`` (0: none), prune it to the tokens above
+    the ``percentile`` (``prune``: influence | random | none), then ``search`` (greedy |
+    genetic | pso | random | manual | any optimizer) for a ``length``-token prompt within
+    ``budget`` train queries (pruning + search, cached or not; the recipe's ``queries``).
+    ``max_queries`` is the hard cap on paid calls; ``fields`` are any other recipe keys
+    (``train_batch``, ``test_limit``, ``search_options``, ...). Options left ``None`` take the
+    recipe's defaults (:class:`blackbox.methods.claps.recipe.ClapsRecipe`)."""
+    return _build("search-prompt", "search-prompt",
+                  {"task": task, "shots": shots, "seed": seed, "search": search,
+                   "queries": budget, "clusters": clusters, "percentile": percentile,
+                   "length": length, "prune": prune}, fields, backend, max_queries)
+
+
+def search_prompt(task: str | dict[str, Any] | None = None,
+                  run_dir: str | Path | None = None, progress: bool = True,
+                  **options: Any) -> RunResult:
+    """ClaPS prompt search as a function (``bbx search-prompt``); ``run_dir`` resumes a run.
+    ``options`` are :func:`search_prompt_recipe`'s."""
+    return run_recipe(search_prompt_recipe(task, **options), run_dir=run_dir,
                       progress=progress)
 
 
-def merge(
-    task: str | dict[str, Any] = "sst-2",
-    variant: str = "evo",
-    seed: int = 42,
+def merge_recipe(
+    task: str | dict[str, Any] | None = None,
+    variant: str | None = None,
+    seed: int | None = None,
     adapters: list[str] | None = None,
-    user_examples: int = 64,
+    user_examples: int | None = None,
     test_limit: int | None = None,
     backend: dict[str, Any] | None = None,
     max_queries: int | None = None,
-    run_dir: str | Path | None = None,
-    progress: bool = True,
     **fields: Any,
-) -> RunResult:
-    """Evo-Merging as a function (``bbx merge``): search per-adapter keep-fractions α and
-    signed scales β over the backend's adapter repository (``adapters``: default all), on
-    ``user_examples`` examples of ``task``, then score the best mixture on ``test_limit``
-    held-out test examples. ``variant`` picks the full method, an ablation or a baseline
-    (evo, evo-no-sign, evo-no-denoise, evo-no-scale, lorahub, uniform, best-single, base,
-    ties, dare). The run directory's ``mixture.json`` holds the adapter spec found;
-    ``fields`` are any other ``method: merge`` keys (``stage1``, ``stage2``, ``l1``, ...)."""
-    data: dict[str, Any] = {"method": "merge", "task": task, "variant": variant, "seed": seed,
-                            "adapters": adapters, "user_examples": user_examples,
-                            "test_limit": test_limit, "budget": {"max_queries": max_queries},
-                            **fields}
-    if backend is not None:
-        data["backend"] = backend
-    return run_recipe(parse_recipe(data, source="merge"), run_dir=run_dir, progress=progress)
+) -> RecipeBase:
+    """The ``method: merge`` recipe of :func:`merge` (validated, not run): search
+    per-adapter keep-fractions α and signed scales β over the backend's adapter repository
+    (``adapters``: default all), on ``user_examples`` examples of ``task``, then score the
+    best mixture on ``test_limit`` held-out test examples. ``variant`` picks the full
+    method, an ablation or a baseline (evo, evo-no-sign, evo-no-denoise, evo-no-scale,
+    lorahub, uniform, best-single, base, ties, dare); ``fields`` are any other recipe keys
+    (``stage1``, ``stage2``, ``l1``, ...; a stage given in part keeps its other defaults).
+    Options left ``None`` take the recipe's defaults
+    (:class:`blackbox.methods.merge.recipe.MergeRecipe`)."""
+    return _build("merge", "merge",
+                  {"task": task, "variant": variant, "seed": seed, "adapters": adapters,
+                   "user_examples": user_examples, "test_limit": test_limit},
+                  fields, backend, max_queries)
+
+
+def merge(task: str | dict[str, Any] | None = None, run_dir: str | Path | None = None,
+          progress: bool = True, **options: Any) -> RunResult:
+    """Evo-Merging as a function (``bbx merge``); the run directory's ``mixture.json`` holds
+    the adapter spec found. ``options`` are :func:`merge_recipe`'s."""
+    return run_recipe(merge_recipe(task, **options), run_dir=run_dir, progress=progress)
 
 
 def serve(
@@ -469,18 +523,20 @@ def bench(base_url: str, workload: str = "chat", run_dir: str | Path | None = No
     return RunResult(path, summary)
 
 
-def check_task(task: str | dict[str, Any], seed: int = 42, shots: int = 16) -> dict[str, Any]:
+def check_task(task: str | dict[str, Any] | None = None, seed: int | None = None,
+               shots: int | None = None) -> dict[str, Any]:
     """What bbx understands of a task (``bbx task check``): classes and label words, per split
     the file, size and count per class, texts repeated within a split, and texts shared
-    between splits (the leak guard refuses a run whose fit texts are test texts)."""
+    between splits (the leak guard refuses a run whose fit texts are test texts). Options
+    left ``None`` take the recipe's defaults."""
     from collections import Counter
 
     from blackbox.data import load_split
     from blackbox.data.leak import normalize, overlaps
 
-    recipe = parse_recipe({"method": "eval", "task": task, "seed": seed, "shots": shots},
-                          source="task")
+    recipe = _build("eval", "task", {"task": task, "seed": seed, "shots": shots}, {})
     t = recipe.get_task()
+    seed, shots = recipe.seed, recipe.shots
     splits: dict[str, Any] = {}
     names = [s for s in ("train", "dev", "test", "pool")
              if t.source != "files" or s in t.files or (s == "dev" and "train" in t.files)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from blackbox.backends.abilities import check_needs
 from blackbox.backends.metered import MISSING_PRICE
 from blackbox.backends.pricing import config_pricing
 from blackbox.errors import BbxError
@@ -60,7 +61,15 @@ def _project_step(name: str, recipe: Any, backend: Any) -> dict[str, Any]:
     if recipe.budget.max_usd is not None and pricing is None:
         raise BbxError(MISSING_PRICE)
     inner = backend if backend is not None else _offline(recipe.backend, make_backend)
+    refused = None
     try:
+        # the run checks the backend's abilities before it pays: say so here too, where the
+        # backend can tell without a call (a remote one would ask its server)
+        if recipe.backend.kind != "remote":
+            try:
+                check_needs(recipe.method, recipe.abilities_needed(), inner)
+            except BbxError as e:
+                refused = f"the run would be refused: {e}"
         try:
             stages = METHODS.get(recipe.method).plan(recipe, inner)
         except (BbxError, OSError) as e:  # e.g. a decoder file an earlier step will write
@@ -72,6 +81,8 @@ def _project_step(name: str, recipe: Any, backend: Any) -> dict[str, Any]:
         if backend is None:
             inner.close()
     out = {"step": name, "method": recipe.method, "stages": rows, "total": total(rows)}
+    if refused:
+        out["note"] = refused
     if note:
         out["pricing"] = note
     elif pricing is None:

@@ -10,18 +10,14 @@
 #
 # Prints the binary's path on success; on failure writes the reason to $ROOT/FAILED.
 set -euo pipefail
-VERSION=0.3.36
-CACHE="${BBX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/bbx}"
+source "$(dirname "${BASH_SOURCE[0]}")/llama_common.sh"  # VERSION, CACHE, PY, fail, ...
 ROOT="$CACHE/llama-server-$VERSION"
 BIN="$ROOT/bin/llama-server"
-PY="${PYTHON:-python3}"
 if [[ -x "$BIN" ]]; then
   echo "$BIN"
   exit 0
 fi
-mkdir -p "$ROOT"
-rm -f "$ROOT/FAILED"
-fail() { echo "$1" > "$ROOT/FAILED"; echo "llama_cpp_server_build: $1" >&2; exit 1; }
+llama_begin
 command -v cmake >/dev/null || fail "no cmake to build llama-server"
 if ! ls "$ROOT"/llama_cpp_python-"$VERSION".tar.gz >/dev/null 2>&1; then
   "$PY" -m pip download -q --no-deps --no-binary :all: -d "$ROOT" \
@@ -35,8 +31,7 @@ if [[ ! -d "$SRC/vendor/llama.cpp" ]]; then
 fi
 cmake -S "$SRC/vendor/llama.cpp" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-  -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-  -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DBUILD_SHARED_LIBS=OFF \
+  "${GGML_PORTABLE[@]}" -DBUILD_SHARED_LIBS=OFF \
   >"$ROOT/configure.log" 2>&1 || fail "configuring llama-server failed (log: $ROOT/configure.log)"
 cmake --build "$ROOT/build" --target llama-server -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
   >"$ROOT/build.log" 2>&1 || fail "building llama-server failed (log: $ROOT/build.log)"

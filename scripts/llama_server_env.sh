@@ -11,21 +11,18 @@
 # Prints the venv's python on success. On failure writes the reason to $ROOT/FAILED (the test
 # skips with it) and exits non-zero.
 set -euo pipefail
-VERSION=0.3.36
-CACHE="${BBX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/bbx}"
+source "$(dirname "${BASH_SOURCE[0]}")/llama_common.sh"  # VERSION, CACHE, PY, fail, ...
 ROOT="$CACHE/llama-cpp-python-$VERSION"
 VENV="$ROOT/venv"
 WHEELS="$ROOT/wheels"
-PY="${PYTHON:-python3}"
 STAMP="$VENV/.bbx-ready"
 if [[ -f "$STAMP" ]]; then
   echo "$VENV/bin/python"
   exit 0
 fi
+llama_begin
 mkdir -p "$WHEELS"
-rm -f "$ROOT/FAILED"
-fail() { echo "$1" > "$ROOT/FAILED"; echo "llama_server_env: $1" >&2; exit 1; }
-export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"
+export CMAKE_ARGS="${GGML_PORTABLE[*]}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
   command -v cmake >/dev/null || command -v gcc >/dev/null || fail "no C/C++ toolchain (cmake, gcc) to build llama-cpp-python"

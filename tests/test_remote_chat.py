@@ -413,7 +413,7 @@ def test_every_method_command_takes_api_and_recipes_carry_it() -> None:
         for name in command:
             cmd = cmd.commands[name]  # type: ignore[attr-defined]
         [opt] = [p for p in cmd.params if p.name == "api"]
-        assert opt.opts == ["--api"] and opt.default == "auto", command
+        assert opt.opts == ["--api"] and opt.default is None, command  # the recipe's: auto
     cfg = backend_config("remote", "gpt-x", "http://127.0.0.1:9/v1", "MY_KEY", "chat")
     assert cfg == {"kind": "remote", "base_url": "http://127.0.0.1:9/v1",
                    "api_key_env": "MY_KEY", "model": "gpt-x", "api": "chat"}

@@ -1,4 +1,10 @@
-"""Rendering shared by the CLI commands."""
+"""Options and rendering shared by the CLI commands.
+
+The recipe schema is the only home of defaults and help text: an option for a recipe field
+defaults to ``None`` ("not given"), only the options the user set are passed on, and its
+help is the field's description (:func:`schema_help`), read from the schema when ``--help``
+shows it, so that ``bbx --help`` and every command start without importing the methods.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 
 def console(stderr: bool = False) -> Any:
@@ -27,52 +34,174 @@ def emit(summary: dict[str, Any], run_dir: Path | str | None, json_out: bool) ->
         console().print(render(summary, run_dir))
 
 
-# -- a task from the user's own files, the same options on every method command -------------
-TaskOpt = Annotated[str, typer.Option(
-    help="Task name (bbx ls tasks); for your own data give --train/--test files instead.")]
+# -- help from the recipe schema ------------------------------------------------------------
+#: The models option help is read from, by the first part of a :func:`schema_help` path.
+SCHEMAS: dict[str, str] = {
+    "recipe": "blackbox.recipes.schema:RecipeBase",
+    "task": "blackbox.recipes.schema:TaskSpec",
+    "budget": "blackbox.recipes.schema:BudgetConfig",
+    "local": "blackbox.recipes.schema:LocalBackendConfig",
+    "remote": "blackbox.recipes.schema:RemoteBackendConfig",
+    "eval": "blackbox.methods.eval.recipe:EvalRecipe",
+    "search-prompt": "blackbox.methods.claps.recipe:ClapsRecipe",
+    "distill": "blackbox.methods.lmturk.recipe:LMTurkRecipe",
+    "decode": "blackbox.methods.mpd.recipe:DecodeRecipe",
+    "merge": "blackbox.methods.merge.recipe:MergeRecipe",
+}
+_MARK, _SEP = "\x00schema", "\x1f"
+
+
+def schema_help(*paths: str, lead: str = "", note: str = "") -> str:
+    """The help of an option for a recipe field: ``lead``, the description of each field
+    ``paths`` names (``"search-prompt.queries"``, ``"merge.stage1.evaluations"``,
+    ``"local.model"``; the first part a key of :data:`SCHEMAS`), ``note``, and the first
+    field's default as ``[default from recipe: ...]``.
+
+    What this returns is a placeholder that :class:`SchemaCommand` resolves when help is
+    shown (:func:`resolve_help`), so that no recipe model is imported to start a command."""
+    for path in paths:
+        if path.split(".")[0] not in SCHEMAS or "." not in path:
+            raise ValueError(f"schema_help: {path!r} is not <schema>.<field>")
+    return _SEP.join((_MARK, lead, note, *paths))
+
+
+def _field(path: str) -> tuple[Any, Any]:
+    """The field a path names, and its default: ``(FieldInfo, default)``. A field below
+    another (``stage1.evaluations``) is looked up on the parent's default value, so a
+    stage's own default (800 for stage 2) is the one shown."""
+    import importlib
+
+    key, *names = path.split(".")
+    module, _, cls = SCHEMAS[key].partition(":")
+    model: Any = getattr(importlib.import_module(module), cls)
+    value: Any = None
+    info: Any = None
+    for name in names:
+        if name not in model.model_fields:
+            raise KeyError(f"schema_help: {path!r}: {model.__name__} has no field {name!r}")
+        info = model.model_fields[name]
+        if value is not None:
+            value = getattr(value, name)
+        else:
+            value = info.get_default(call_default_factory=True)
+        model = type(value)
+    return info, value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "none"
+    if hasattr(value, "kind"):
+        return str(value.kind)  # a backend config: its kind
+    return str(value)
+
+
+def resolve_help(text: str | None) -> str | None:
+    """The help :func:`schema_help` stands for (any other text as it is)."""
+    if not text or not text.startswith(_MARK + _SEP):
+        return text
+    _, lead, note, *paths = text.split(_SEP)
+    infos = [_field(p) for p in paths]
+    descriptions = [info.description or "" for info, _ in infos]
+    if lead and descriptions[0][:1].isupper() and descriptions[0][1:2].islower():
+        descriptions[0] = descriptions[0][0].lower() + descriptions[0][1:]  # "Own data: the"
+    parts = [lead, *descriptions, note]
+    default = infos[0][1]
+    if default is not None:
+        parts.append(f"[default from recipe: {_shown(default)}]")
+    return " ".join(p for p in parts if p)
+
+
+class SchemaCommand(TyperCommand):
+    """A command whose options' help may come from the recipe schema (:func:`schema_help`):
+    resolved when the help is shown."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Resolve the schema help of every option, then show the help as usual."""
+        for param in self.params:
+            text = getattr(param, "help", None)
+            resolved = resolve_help(text)
+            if resolved is not text and resolved is not None:
+                if self.rich_markup_mode == "rich":
+                    from rich.markup import escape
+
+                    resolved = escape(resolved)  # "[default from recipe: ...]" is no style
+                param.help = resolved  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+
+# -- options every method command takes ------------------------------------------------------
+# a task: a registered name, or the user's own files
+TaskOpt = Annotated[str | None, typer.Option(help=schema_help("recipe.task"))]
 TrainOpt = Annotated[Path | None, typer.Option(
-    "--train", help="Own data: the train file (CSV, TSV or JSONL; text/sentence + label).")]
+    "--train", help=schema_help("task.train", lead="Own data:"))]
 DevOpt = Annotated[Path | None, typer.Option(
-    "--dev", help="Own data: the dev file (default: a seeded 25% of each train class).")]
+    "--dev", help=schema_help("task.dev", lead="Own data:"))]
 TestOpt = Annotated[Path | None, typer.Option(
-    "--test", help="Own data: the held-out test file every accuracy is measured on.")]
+    "--test", help=schema_help("task.test", lead="Own data:"))]
 LabelsOpt = Annotated[str | None, typer.Option(
-    help="Own data: class names in index order, comma-separated (default: the names in the "
-         "files, sorted).")]
+    help=schema_help("task.labels", lead="Own data, comma-separated:"))]
 LabelWordsOpt = Annotated[str | None, typer.Option(
-    help="Own data: one label word per class, comma-separated (default: the class names).")]
+    help=schema_help("task.label_words", lead="Own data, comma-separated:"))]
 TaskSpecOpt = Annotated[Path | None, typer.Option(
     "--task-spec", help="Own data: a YAML task spec (train, dev, test, labels, label_words, "
                         "templates); the options above override its keys.")]
-AllowOverlapOpt = Annotated[bool, typer.Option(
-    help="Run even if train/dev texts are also test texts (the summary lists the overlap).")]
+AllowOverlapOpt = Annotated[bool | None, typer.Option(help=schema_help("recipe.allow_overlap"))]
+SeedOpt = Annotated[int | None, typer.Option(help=schema_help("recipe.seed"))]
+ShotsOpt = Annotated[int | None, typer.Option(help=schema_help("recipe.shots"))]
+# the backend
+BackendOpt = Annotated[str | None, typer.Option(help=schema_help("recipe.backend"))]
+ModelOpt = Annotated[str | None, typer.Option(help=schema_help("local.model", "remote.model"))]
+AdaptersOpt = Annotated[str | None, typer.Option(help=schema_help("local.adapters"))]
 BaseUrlOpt = Annotated[list[str] | None, typer.Option(
-    help="Remote backend: the server's URL (default $OPENAI_BASE_URL); repeat it, or give "
-    "commas, for several endpoints of one model.")]
-ApiKeyEnvOpt = Annotated[str, typer.Option(
-    help="Remote backend: NAME of the env var holding the key.")]
-ApiOpt = Annotated[str, typer.Option(
-    help="Remote backend: auto | chat | completions (auto: a model the completions route "
-         "refuses is a chat model).")]
-TokenizerOpt = Annotated[str | None, typer.Option(
-    help="Remote backend: the served model's Hugging Face tokenizer folder, where the server "
-         "has no tokenize route (logit_bias ids, ClaPS's vocabulary).")]
+    help=schema_help("remote.base_url", note="Repeat it, or give commas."))]
+ApiKeyEnvOpt = Annotated[str | None, typer.Option(help=schema_help("remote.api_key_env"))]
+ApiOpt = Annotated[str | None, typer.Option(help=schema_help("remote.api"))]
+TokenizerOpt = Annotated[str | None, typer.Option(help=schema_help("remote.tokenizer"))]
+MaxQueriesOpt = Annotated[int | None, typer.Option(help=schema_help("budget.max_queries"))]
+# where the run goes and what it prints
+OutputDirOpt = Annotated[str | None, typer.Option(help=schema_help("recipe.output_dir"))]
+RunDirOpt = Annotated[Path | None, typer.Option(
+    help="Resume this run directory (what it paid for is not paid again).")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Print the projected queries, tokens and dollars per stage; pay "
+    "nothing.")]
+
+#: The backend options, by parameter name: every method command takes all of them.
+BACKEND_OPTIONS = ("backend", "model", "adapters", "base_url", "api_key_env", "api",
+                   "tokenizer")
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user set (``None``: not given, the recipe's default applies)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def template_option(template: str | None) -> int | str | None:
+    """``--template``: an index (digits) or a template string."""
+    if template is None:
+        return None
+    return int(template) if template.isdigit() else template
 
 
 def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
-def task_option(task: str, train: Path | None = None, dev: Path | None = None,
+def task_option(task: str | None, train: Path | None = None, dev: Path | None = None,
                 test: Path | None = None, labels: str | None = None,
                 label_words: str | None = None, task_spec: Path | None = None,
                 template: str | list[str] | None = None, pool: Path | None = None
-                ) -> str | dict[str, Any]:
-    """The recipe's ``task:`` from the command's options: a name, or a spec of own files.
+                ) -> str | dict[str, Any] | None:
+    """The recipe's ``task:`` from the command's options: a name, a spec of own files, or
+    ``None`` (nothing given: the recipe's default task).
 
     ``template`` (a string with ``{text}``, or several) becomes the own task's templates;
-    label words
-    given on the command line get their leading space (the schema adds it).
+    label words given on the command line get their leading space (the schema adds it).
     """
     spec: dict[str, Any] = {}
     if task_spec is not None:
@@ -101,21 +230,39 @@ def task_option(task: str, train: Path | None = None, dev: Path | None = None,
     return spec
 
 
-def backend_config(backend: str, model: str = "default",
-                   base_url: str | list[str] | None = None,
-                   api_key_env: str = "OPENAI_API_KEY", api: str = "auto",
-                   tokenizer: str | None = None) -> dict[str, Any]:
-    """The recipe's ``backend:`` from the command's options (``api``, ``tokenizer``: remote
-    only)."""
-    cfg: dict[str, Any] = {"kind": backend}
-    if backend == "local":
-        cfg["model"] = model
-    elif backend == "remote":
-        cfg.update(base_url=base_urls(base_url), api_key_env=api_key_env,
-                   model=None if model == "default" else model, api=api)
-        if tokenizer:
-            cfg["tokenizer"] = tokenizer
-    return cfg
+def backend_config(backend: str | None, model: str | None = None,
+                   base_url: str | list[str] | None = None, api_key_env: str | None = None,
+                   api: str | None = None, tokenizer: str | None = None,
+                   adapters: str | Path | None = None) -> dict[str, Any] | None:
+    """The recipe's ``backend:`` from the command's backend options (:data:`BACKEND_OPTIONS`):
+    only what was given, or ``None`` when nothing was (the recipe's default backend).
+
+    Without ``--backend`` the kind is the recipe's default (local). An option of another
+    kind (``--base-url`` with a local backend) is a one-line error, not silently dropped."""
+    from blackbox.errors import BbxError
+    from blackbox.recipes.schema import (
+        FakeBackendConfig,
+        LocalBackendConfig,
+        RecipeBase,
+        RemoteBackendConfig,
+    )
+
+    options = given(model=model, base_url=base_urls(base_url), api_key_env=api_key_env,
+                    api=api, tokenizer=tokenizer,
+                    adapters=None if adapters is None else str(adapters))
+    if backend is None and not options:
+        return None
+    default = RecipeBase.model_fields["backend"].get_default(call_default_factory=True)
+    kind = backend or default.kind
+    kinds: dict[str, Any] = {"local": LocalBackendConfig, "fake": FakeBackendConfig,
+                             "remote": RemoteBackendConfig}
+    if kind in kinds:  # a plugin's backend validates its own options
+        for name in options:
+            if name not in kinds[kind].model_fields:
+                owners = [k for k, m in kinds.items() if name in m.model_fields]
+                raise BbxError(f"--{name.replace('_', '-')} is an option of --backend "
+                               f"{' / '.join(owners)}, not of '{kind}'")
+    return {"kind": kind, **options}
 
 
 def base_urls(given: str | list[str] | None) -> str | list[str] | None:
@@ -127,6 +274,23 @@ def base_urls(given: str | list[str] | None) -> str | list[str] | None:
 
     urls = split_urls(given)
     return urls[0] if len(urls) == 1 else urls or None
+
+
+def show_or_run(build: Any, run: Any, options: dict[str, Any], dry_run: bool,
+                json_out: bool, render: Any = None, **run_args: Any) -> None:
+    """What every method command does once its options are parsed: ``--dry-run`` projects
+    the recipe ``build(**options)`` makes (nothing paid); otherwise ``run(**options)`` runs
+    it, and the summary is rendered (``render(summary, run_dir)``, or :func:`emit`)."""
+    if dry_run:
+        from blackbox.cli.money import show_dry_run
+
+        show_dry_run(build(**options), None, json_out)
+        return
+    result = run(**options, **run_args)
+    if json_out or render is None:
+        emit(result.summary, result.run_dir, json_out)
+    else:
+        render(result.summary, result.run_dir)
 
 
 def render_task_check(info: dict[str, Any]) -> None:

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from blackbox.cli.common import (
+    AdaptersOpt,
     AllowOverlapOpt,
     ApiKeyEnvOpt,
     ApiOpt,
+    BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DryRunOpt,
+    JsonOpt,
     LabelsOpt,
     LabelWordsOpt,
+    MaxQueriesOpt,
+    ModelOpt,
+    OutputDirOpt,
+    ProgressOpt,
+    SchemaCommand,
+    SeedOpt,
+    ShotsOpt,
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
@@ -22,6 +33,9 @@ from blackbox.cli.common import (
     TrainOpt,
     backend_config,
     emit,
+    given,
+    schema_help,
+    show_or_run,
     task_option,
 )
 
@@ -33,18 +47,9 @@ decode_app = typer.Typer(
 )
 
 
-def _backend_cfg(backend: str | None, model: str) -> dict[str, Any] | None:
-    if backend is None:
-        return None
-    cfg: dict[str, Any] = {"kind": backend}
-    if backend == "local":
-        cfg["model"] = model
-    return cfg
-
-
-@decode_app.command("fit")
+@decode_app.command("fit", cls=SchemaCommand)
 def fit_cmd(
-    task: TaskOpt = "sst-2",
+    task: TaskOpt = None,
     train: TrainOpt = None,
     dev: DevOpt = None,
     test: TestOpt = None,
@@ -52,78 +57,78 @@ def fit_cmd(
     label_words: LabelWordsOpt = None,
     task_spec: TaskSpecOpt = None,
     template: Annotated[list[str] | None, typer.Option(
-        help="Own data: a template, with {text}; repeat for several prompts.")] = None,
-    allow_overlap: AllowOverlapOpt = False,
-    shots: Annotated[int, typer.Option(help="Labelled examples per class (train; dev same).")]
-    = 16,
-    seed: Annotated[int, typer.Option(help="Seed (k-shot split, decoder init).")] = 42,
-    prompts: Annotated[int | None, typer.Option(
-        help="Number of the task's templates to query (P; default: up to 3).")] = None,
-    decoder: Annotated[str, typer.Option(help="mpd | dect")] = "mpd",
-    neighbours: Annotated[int, typer.Option(help="Label words per class (own word + nearest).")]
-    = 10,
+        help=schema_help("task.templates", lead="Own data:", note="Repeat for several "
+                         "prompts."))] = None,
+    allow_overlap: AllowOverlapOpt = None,
+    shots: ShotsOpt = None,
+    seed: SeedOpt = None,
+    prompts: Annotated[int | None, typer.Option(help=schema_help("decode.prompts"))] = None,
+    decoder: Annotated[str | None, typer.Option(help=schema_help("decode.decoder"))] = None,
+    neighbours: Annotated[int | None, typer.Option(help=schema_help("decode.neighbours"))]
+    = None,
     compare: Annotated[list[str] | None, typer.Option(
-        help="Also train and report: zero-shot, dect, mpd, mpd-mean, mpd-nocal, mpd-1word.")]
+        help=schema_help("decode.compare", note="Repeat for several."))] = None,
+    test_limit: Annotated[int | None, typer.Option(help=schema_help("decode.test_limit"))]
     = None,
-    test_limit: Annotated[int | None, typer.Option(help="Evaluate on a fixed test subset.")]
+    out: Annotated[Path | None, typer.Option("--out", help=schema_help("decode.decoder_out"))]
     = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Decoder file to write (default: "
-                                             "<run dir>/decoder.safetensors).")] = None,
-    logprobs_from_hidden: Annotated[bool, typer.Option(
-        help="Local backend: read label-word log-probs off the hidden states (one forward "
-             "pass per example and prompt instead of two; same numbers).")] = False,
-    backend: Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
-    = "local",
-    model: Annotated[str, typer.Option(help="Local model: 'default', an HF folder or .gguf; "
-                                       "remote: the model name.")] = "default",
+    logprobs_from_hidden: Annotated[bool | None, typer.Option(
+        help=schema_help("decode.logprobs_from_hidden"))] = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    adapters: AdaptersOpt = None,
     base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-    api: ApiOpt = "auto",
+    api_key_env: ApiKeyEnvOpt = None,
+    api: ApiOpt = None,
     tokenizer: TokenizerOpt = None,
-    max_queries: Annotated[int | None, typer.Option(help="Query budget (uncached).")] = None,
-    output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    max_queries: MaxQueriesOpt = None,
+    output_dir: OutputDirOpt = None,
+    progress: ProgressOpt = True,
+    json_out: JsonOpt = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Fit a decoder on a k-shot split and save it (a small .safetensors file)."""
-    from blackbox.api import decode_fit
+    from blackbox.api import decode_fit, decode_fit_recipe
 
-    result = decode_fit(task=task_option(task, train, dev, test, labels, label_words, task_spec,
-                                         template),
-                        allow_overlap=allow_overlap, shots=shots, seed=seed, prompts=prompts,
-                        decoder=decoder,
-                        neighbours=neighbours, compare=list(compare or []),
-                        test_limit=test_limit, decoder_out=str(out) if out else None,
-                        logprobs_from_hidden=logprobs_from_hidden,
-                        backend=backend_config(backend, model, base_url, api_key_env, api,
-                                               tokenizer),
-                        output_dir=output_dir, budget={"max_queries": max_queries},
-                        progress=progress)
-    emit(result.summary, result.run_dir, json_out)
+    options = given(
+        task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
+        allow_overlap=allow_overlap, shots=shots, seed=seed, prompts=prompts, decoder=decoder,
+        neighbours=neighbours, compare=list(compare) if compare else None,
+        test_limit=test_limit, decoder_out=out, logprobs_from_hidden=logprobs_from_hidden,
+        backend=backend_config(backend, model, base_url, api_key_env, api, tokenizer,
+                               adapters),
+        max_queries=max_queries, output_dir=output_dir)
+    show_or_run(decode_fit_recipe, decode_fit, options, dry_run, json_out, progress=progress)
 
 
-@decode_app.command("predict")
+@decode_app.command("predict", cls=SchemaCommand)
 def predict_cmd(
-    decoder: Annotated[Path, typer.Option(help="The decoder file bbx decode fit saved.")],
-    input: Annotated[Path, typer.Option("--input", help="Texts to label: CSV, TSV, JSONL "
-                                        "(a text column; a label column adds accuracy) or "
-                                        ".txt (one per line).")],
-    output: Annotated[Path | None, typer.Option(help="Also write predictions.jsonl here.")]
-    = None,
+    decoder: Annotated[Path, typer.Option(help=schema_help("decode.decoder_file"))],
+    input: Annotated[Path, typer.Option("--input", help=schema_help("decode.input"))],
+    output: Annotated[Path | None, typer.Option(help=schema_help("decode.output"))] = None,
     backend: Annotated[str | None, typer.Option(
         help="Backend kind (default: the one the decoder was fit on).")] = None,
-    model: Annotated[str, typer.Option(help="Local model, with --backend local.")] = "default",
-    max_queries: Annotated[int | None, typer.Option(help="Query budget (uncached).")] = None,
-    output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    model: ModelOpt = None,
+    adapters: AdaptersOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    api: ApiOpt = None,
+    tokenizer: TokenizerOpt = None,
+    max_queries: MaxQueriesOpt = None,
+    output_dir: OutputDirOpt = None,
+    progress: ProgressOpt = True,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Label the texts of a JSONL file with a fitted decoder, through the backend."""
+    """Label the texts of a file with a fitted decoder, through the backend."""
     from blackbox.api import decode_predict
 
     result = decode_predict(decoder, input, output=str(output) if output else None,
-                            backend=_backend_cfg(backend, model), output_dir=output_dir,
-                            budget={"max_queries": max_queries}, progress=progress)
+                            backend=backend_config(backend, model, base_url, api_key_env, api,
+                                                   tokenizer, adapters),
+                            progress=progress,
+                            **given(output_dir=output_dir,
+                                    budget=None if max_queries is None
+                                    else {"max_queries": max_queries}))
     emit(result.summary, result.run_dir, json_out)
 
 

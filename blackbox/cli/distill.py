@@ -9,20 +9,32 @@ from typing import Annotated
 import typer
 
 from blackbox.cli.common import (
+    AdaptersOpt,
     AllowOverlapOpt,
     ApiKeyEnvOpt,
     ApiOpt,
+    BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DryRunOpt,
+    JsonOpt,
     LabelsOpt,
     LabelWordsOpt,
+    MaxQueriesOpt,
+    ModelOpt,
+    OutputDirOpt,
+    SchemaCommand,
+    SeedOpt,
+    ShotsOpt,
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
     TokenizerOpt,
     TrainOpt,
     backend_config,
-    emit,
+    given,
+    schema_help,
+    show_or_run,
     task_option,
 )
 
@@ -30,9 +42,9 @@ from blackbox.cli.common import (
 def register(app: typer.Typer) -> None:
     """Add the ``distill`` and ``predict`` commands to ``app``."""
 
-    @app.command("distill")
+    @app.command("distill", cls=SchemaCommand)
     def distill_cmd(
-        task: TaskOpt = "sst-2",
+        task: TaskOpt = None,
         train: TrainOpt = None,
         dev: DevOpt = None,
         test: TestOpt = None,
@@ -40,63 +52,59 @@ def register(app: typer.Typer) -> None:
         label_words: LabelWordsOpt = None,
         task_spec: TaskSpecOpt = None,
         template: Annotated[str | None, typer.Option(
-            help="Own data: the template, with {text} (and {prompt}).")] = None,
-        allow_overlap: AllowOverlapOpt = False,
-        shots: Annotated[int, typer.Option(help="Gold examples per class (the seed).")] = 16,
-        workers: Annotated[int, typer.Option(help="Few-shot LLM workers.")] = 3,
-        acquisition: Annotated[str, typer.Option(
-            help="entropy | least-confidence | margin | kmeans | random")] = "entropy",
-        aggregation: Annotated[str | None, typer.Option(
-            help="majority | mean | dawid-skene  [default: the recipe's, mean]")] = None,
-        batch: Annotated[int, typer.Option(help="Items the workers label per round.")] = 32,
-        budget: Annotated[int, typer.Option(
-            help="Annotation budget in LLM queries (workers x items).")] = 2000,
-        demos_per_class: Annotated[int | None, typer.Option(
-            help="Demonstrations per class in each worker's prompt  [default: the recipe's, 2]")]
+            help=schema_help("task.templates", lead="Own data: the template."))] = None,
+        allow_overlap: AllowOverlapOpt = None,
+        shots: ShotsOpt = None,
+        workers: Annotated[int | None, typer.Option(help=schema_help("distill.workers"))]
         = None,
-        pool: Annotated[Path | None, typer.Option(
-            help="Unlabelled texts (.txt, .csv, .tsv, .jsonl); default: the task's pool.")] = None,
-        pool_limit: Annotated[int | None, typer.Option(help="Seeded subset of the pool.")] = None,
-        eval_limit: Annotated[int | None, typer.Option(
-            help="Seeded subset of the evaluation set.")] = None,
-        eval_workers: Annotated[bool, typer.Option(
-            help="Also score the workers on the evaluation set (costs queries).")] = True,
-        seed: Annotated[int, typer.Option(help="Seed (k-shot split, workers, pool split).")] = 42,
-        backend: Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
-        = "local",
-        model: Annotated[str, typer.Option(help="Local model: 'default' (SmolLM2-135M), an HF "
-                                           "folder or a .gguf file; remote: the model name.")]
-        = "default",
+        acquisition: Annotated[str | None, typer.Option(
+            help=schema_help("distill.acquisition"))] = None,
+        aggregation: Annotated[str | None, typer.Option(
+            help=schema_help("distill.aggregation"))] = None,
+        batch: Annotated[int | None, typer.Option(help=schema_help("distill.batch"))] = None,
+        budget: Annotated[int | None, typer.Option(help=schema_help("distill.queries"))]
+        = None,
+        demos_per_class: Annotated[int | None, typer.Option(
+            help=schema_help("distill.demos_per_class"))] = None,
+        pool: Annotated[Path | None, typer.Option(help=schema_help("distill.pool_file"))]
+        = None,
+        pool_limit: Annotated[int | None, typer.Option(help=schema_help("distill.pool_limit"))]
+        = None,
+        eval_limit: Annotated[int | None, typer.Option(help=schema_help("distill.eval_limit"))]
+        = None,
+        eval_workers: Annotated[bool | None, typer.Option(
+            help=schema_help("distill.eval_workers"))] = None,
+        seed: SeedOpt = None,
+        backend: BackendOpt = None,
+        model: ModelOpt = None,
+        adapters: AdaptersOpt = None,
         base_url: BaseUrlOpt = None,
-        api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-        api: ApiOpt = "auto",
+        api_key_env: ApiKeyEnvOpt = None,
+        api: ApiOpt = None,
         tokenizer: TokenizerOpt = None,
-        max_queries: Annotated[int | None, typer.Option(
-            help="Hard cap on paid backend calls of any kind.")] = None,
-        output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
-        progress: Annotated[bool, typer.Option(help="Show progress and per-round lines.")] = True,
-        json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-        = False,
+        max_queries: MaxQueriesOpt = None,
+        output_dir: OutputDirOpt = None,
+        progress: Annotated[bool, typer.Option(help="Show progress and per-round lines.")]
+        = True,
+        json_out: JsonOpt = False,
+        dry_run: DryRunOpt = False,
     ) -> None:
         """LMTurk: LLM workers label what active learning picks; a student learns from them.
 
         The student is saved as student.json in the run directory: use it with bbx predict.
         """
-        from blackbox.api import distill
+        from blackbox.api import distill, distill_recipe
 
-        backend_cfg = backend_config(backend, model, base_url, api_key_env, api, tokenizer)
-        optional = {"aggregation": aggregation, "demos_per_class": demos_per_class,
-                    "pool_file": None if pool is None else str(pool)}
-        result = distill(
+        options = given(
             task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
             allow_overlap=allow_overlap, shots=shots, workers=workers, acquisition=acquisition,
-            batch=batch,
-            budget=budget, seed=seed, backend=backend_cfg, progress=progress,
-            pool_limit=pool_limit, eval_limit=eval_limit, eval_workers=eval_workers,
-            output_dir=output_dir, max_queries=max_queries,
-            **{k: v for k, v in optional.items() if v is not None},
-        )
-        emit(result.summary, result.run_dir, json_out)
+            aggregation=aggregation, batch=batch, budget=budget, demos_per_class=demos_per_class,
+            pool_file=None if pool is None else str(pool), pool_limit=pool_limit,
+            eval_limit=eval_limit, eval_workers=eval_workers, seed=seed,
+            backend=backend_config(backend, model, base_url, api_key_env, api, tokenizer,
+                                   adapters),
+            max_queries=max_queries, output_dir=output_dir)
+        show_or_run(distill_recipe, distill, options, dry_run, json_out, progress=progress)
 
     @app.command("predict")
     def predict_cmd(

@@ -12,12 +12,23 @@ from typing import Annotated
 import typer
 
 from blackbox.cli.common import (
+    AdaptersOpt,
     ApiKeyEnvOpt,
     ApiOpt,
+    BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DryRunOpt,
+    JsonOpt,
     LabelsOpt,
     LabelWordsOpt,
+    MaxQueriesOpt,
+    ModelOpt,
+    OutputDirOpt,
+    ProgressOpt,
+    SchemaCommand,
+    SeedOpt,
+    ShotsOpt,
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
@@ -26,8 +37,12 @@ from blackbox.cli.common import (
     backend_config,
     console,
     emit,
+    given,
     render_task_check,
+    schema_help,
+    show_or_run,
     task_option,
+    template_option,
 )
 from blackbox.errors import BbxError
 
@@ -38,11 +53,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-BackendOpt = Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
-ModelOpt = Annotated[str, typer.Option(help="Local model: 'default' (SmolLM2-135M), an HF folder "
-                                       "or a .gguf file.")]
 
 
 @app.command("run")
@@ -68,55 +78,43 @@ def run_cmd(
     emit(result.summary, result.run_dir, json_out)
 
 
-@app.command("eval")
+@app.command("eval", cls=SchemaCommand)
 def eval_cmd(
-    task: TaskOpt = "sst-2",
+    task: TaskOpt = None,
     train: TrainOpt = None,
     dev: DevOpt = None,
     test: TestOpt = None,
     labels: LabelsOpt = None,
     label_words: LabelWordsOpt = None,
     task_spec: TaskSpecOpt = None,
-    split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
-    template: Annotated[str, typer.Option(help="Template index or a template with {text}.")] = "0",
-    prompt: Annotated[str, typer.Option(help="A prompt placed before the template.")] = "",
-    limit: Annotated[int | None, typer.Option(help="Evaluate a seeded subset of N (the same "
-                                              "items every method scores).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed (k-shot splits).")] = 42,
-    shots: Annotated[int, typer.Option(help="Shots per class for train/dev splits.")] = 16,
-    backend: BackendOpt = "local",
-    model: ModelOpt = "default",
-    max_queries: Annotated[int | None, typer.Option(help="Query budget (uncached).")] = None,
-    output_dir: Annotated[str, typer.Option(help="Where run directories go.")] = "results/runs",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    split: Annotated[str | None, typer.Option(help=schema_help("eval.split"))] = None,
+    template: Annotated[str | None, typer.Option(help=schema_help("eval.template"))] = None,
+    prompt: Annotated[str | None, typer.Option(help=schema_help("eval.prompt"))] = None,
+    limit: Annotated[int | None, typer.Option(help=schema_help("eval.limit"))] = None,
+    seed: SeedOpt = None,
+    shots: ShotsOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    adapters: AdaptersOpt = None,
     base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-    api: ApiOpt = "auto",
+    api_key_env: ApiKeyEnvOpt = None,
+    api: ApiOpt = None,
     tokenizer: TokenizerOpt = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the projected queries, tokens and dollars; pay nothing.")]
-    = False,
+    max_queries: MaxQueriesOpt = None,
+    output_dir: OutputDirOpt = None,
+    progress: ProgressOpt = True,
+    json_out: JsonOpt = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Accuracy of a template (+ optional prompt) on a task split, through any backend."""
-    from blackbox.api import run_recipe
-    from blackbox.recipes import parse_recipe
+    from blackbox.api import evaluate, evaluate_recipe
 
-    recipe = parse_recipe({
-        "method": "eval", "split": split, "prompt": prompt, "limit": limit,
-        "task": task_option(task, train, dev, test, labels, label_words, task_spec),
-        "seed": seed, "shots": shots, "output_dir": output_dir,
-        "backend": backend_config(backend, model, base_url, api_key_env, api, tokenizer),
-        "template": int(template) if template.isdigit() else template,
-        "budget": {"max_queries": max_queries},
-    }, source="bbx eval")
-    if dry_run:
-        from blackbox.cli.money import show_dry_run
-
-        show_dry_run(recipe, None, json_out)
-        return
-    result = run_recipe(recipe, progress=progress)
-    emit(result.summary, result.run_dir, json_out)
+    options = given(
+        task=task_option(task, train, dev, test, labels, label_words, task_spec),
+        split=split, template=template_option(template), prompt=prompt, limit=limit,
+        seed=seed, shots=shots, output_dir=output_dir, max_queries=max_queries,
+        backend=backend_config(backend, model, base_url, api_key_env, api, tokenizer, adapters))
+    show_or_run(evaluate_recipe, evaluate, options, dry_run, json_out, progress=progress)
 
 
 task_app = typer.Typer(name="task", help="Your own task: check what bbx reads from its files.",
@@ -124,18 +122,18 @@ task_app = typer.Typer(name="task", help="Your own task: check what bbx reads fr
 app.add_typer(task_app, name="task")
 
 
-@task_app.command("check")
+@task_app.command("check", cls=SchemaCommand)
 def task_check_cmd(
     files: Annotated[list[Path] | None, typer.Argument(
         help="Data files named train.*, dev.*, test.*, pool.* (or use the options).")] = None,
-    task: TaskOpt = "sst-2",
+    task: TaskOpt = None,
     train: TrainOpt = None,
     dev: DevOpt = None,
     test: TestOpt = None,
     labels: LabelsOpt = None,
     label_words: LabelWordsOpt = None,
     task_spec: TaskSpecOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed (the dev split drawn from train).")] = 42,
+    seed: SeedOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Print what bbx understood of a task: classes, counts per split, repeated texts, texts

@@ -8,20 +8,34 @@ from typing import Annotated, Any
 import typer
 
 from blackbox.cli.common import (
+    AdaptersOpt,
     AllowOverlapOpt,
+    ApiKeyEnvOpt,
     ApiOpt,
+    BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DryRunOpt,
+    JsonOpt,
     LabelsOpt,
     LabelWordsOpt,
+    MaxQueriesOpt,
+    ModelOpt,
+    OutputDirOpt,
+    ProgressOpt,
+    RunDirOpt,
+    SchemaCommand,
+    SeedOpt,
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
     TokenizerOpt,
     TrainOpt,
-    base_urls,
+    backend_config,
     console,
-    emit,
+    given,
+    schema_help,
+    show_or_run,
     task_option,
 )
 
@@ -94,9 +108,9 @@ def register(app: typer.Typer) -> None:
     """Add ``merge`` and the ``zoo`` group to ``app``."""
     app.add_typer(zoo_app, name="zoo")
 
-    @app.command("merge")
+    @app.command("merge", cls=SchemaCommand)
     def merge_cmd(
-        task: TaskOpt = "sst-2",
+        task: TaskOpt = None,
         train: TrainOpt = None,
         dev: DevOpt = None,
         test: TestOpt = None,
@@ -104,69 +118,57 @@ def register(app: typer.Typer) -> None:
         label_words: LabelWordsOpt = None,
         task_spec: TaskSpecOpt = None,
         template: Annotated[str | None, typer.Option(
-            help="Own data: the template, with {text} (and {prompt}).")] = None,
-        allow_overlap: AllowOverlapOpt = False,
-        variant: Annotated[str, typer.Option(
-            help="evo | evo-no-sign | evo-no-denoise | evo-no-scale | lorahub | uniform | "
-                 "best-single | base | ties | dare")] = "evo",
-        seed: Annotated[int, typer.Option(help="Seed (user examples, optimizers).")] = 42,
+            help=schema_help("task.templates", lead="Own data: the template."))] = None,
+        allow_overlap: AllowOverlapOpt = None,
+        variant: Annotated[str | None, typer.Option(help=schema_help("merge.variant"))] = None,
+        seed: SeedOpt = None,
         adapter: Annotated[list[str] | None, typer.Option(
-            help="An adapter to merge (repeat; default: all the repository holds).")] = None,
-        user_examples: Annotated[int, typer.Option(
-            help="The user's labelled examples (stratified, from train + dev).")] = 64,
-        test_limit: Annotated[int | None, typer.Option(
-            help="Score a seeded test subset of N (default: the whole test split).")] = None,
-        stage1: Annotated[int, typer.Option(help="Stage-1 (α) evaluations.")] = 400,
-        stage2: Annotated[int, typer.Option(help="Stage-2 (β) evaluations.")] = 800,
-        popsize: Annotated[int, typer.Option(help="Mixtures per batched call.")] = 20,
-        optimizer: Annotated[str, typer.Option(help="Stage optimizer (bbx ls optimizers).")]
-        = "cma",
-        materialize: Annotated[bool, typer.Option(
-            help="Also save the mixture as a PEFT adapter (local backend).")] = False,
-        backend: Annotated[str, typer.Option(help="Backend kind: local | remote | fake.")]
-        = "local",
-        model: Annotated[str, typer.Option(help="Local model: 'default' or an HF folder.")]
-        = "default",
-        adapters_dir: Annotated[Path | None, typer.Option(
-            "--adapters", help="Local backend: the adapter folder (default: the built zoo).")]
+            help=schema_help("merge.adapters", note="Repeat for several."))] = None,
+        user_examples: Annotated[int | None, typer.Option(
+            help=schema_help("merge.user_examples"))] = None,
+        test_limit: Annotated[int | None, typer.Option(help=schema_help("merge.test_limit"))]
         = None,
+        stage1: Annotated[int | None, typer.Option(
+            help=schema_help("merge.stage1.evaluations", lead="Stage-1 (α) evaluations:"))]
+        = None,
+        stage2: Annotated[int | None, typer.Option(
+            help=schema_help("merge.stage2.evaluations", lead="Stage-2 (β) evaluations:"))]
+        = None,
+        popsize: Annotated[int | None, typer.Option(
+            help=schema_help("merge.stage1.popsize", lead="Both stages:"))] = None,
+        optimizer: Annotated[str | None, typer.Option(
+            help=schema_help("merge.stage1.optimizer", lead="Both stages:"))] = None,
+        materialize: Annotated[bool | None, typer.Option(
+            help=schema_help("merge.materialize"))] = None,
+        backend: BackendOpt = None,
+        model: ModelOpt = None,
+        adapters: AdaptersOpt = None,
         base_url: BaseUrlOpt = None,
-        api_key_env: Annotated[str, typer.Option(
-            help="Remote backend: NAME of the env var holding the key.")] = "OPENAI_API_KEY",
-        api: ApiOpt = "auto",
+        api_key_env: ApiKeyEnvOpt = None,
+        api: ApiOpt = None,
         tokenizer: TokenizerOpt = None,
-        max_queries: Annotated[int | None, typer.Option(help="Hard cap on paid calls.")]
-        = None,
-        run_dir: Annotated[Path | None, typer.Option(help="Resume this run directory.")]
-        = None,
-        output_dir: Annotated[str, typer.Option(help="Where run directories go.")]
-        = "results/runs",
-        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-        json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-        = False,
+        max_queries: MaxQueriesOpt = None,
+        run_dir: RunDirOpt = None,
+        output_dir: OutputDirOpt = None,
+        progress: ProgressOpt = True,
+        json_out: JsonOpt = False,
+        dry_run: DryRunOpt = False,
     ) -> None:
         """Evo-Merging: search per-adapter sparsity α and signed scale β over the server's
         LoRA adapters, using only its answers; score the mixture on held-out test data."""
-        from blackbox.api import merge
+        from blackbox.api import merge, merge_recipe
 
-        cfg: dict[str, Any] = {"kind": backend}
-        if backend == "local":
-            cfg.update(model=model, adapters=str(adapters_dir) if adapters_dir else "zoo")
-        elif backend == "remote":
-            cfg.update(base_url=base_urls(base_url), api_key_env=api_key_env, api=api)
-            if tokenizer:
-                cfg["tokenizer"] = tokenizer
-        stage = {"optimizer": optimizer, "popsize": popsize}
-        result = merge(task=task_option(task, train, dev, test, labels, label_words, task_spec,
-                                        template),
-                       allow_overlap=allow_overlap, variant=variant, seed=seed,
-                       adapters=list(adapter) if adapter else None,
-                       user_examples=user_examples, test_limit=test_limit, backend=cfg,
-                       max_queries=max_queries, run_dir=run_dir, progress=progress,
-                       stage1={**stage, "evaluations": stage1},
-                       stage2={**stage, "evaluations": stage2},
-                       materialize=materialize, output_dir=output_dir)
-        if json_out:
-            emit(result.summary, result.run_dir, json_out=True)
-        else:
-            render_merge(result.summary, result.run_dir)
+        stage = given(optimizer=optimizer, popsize=popsize)  # a stage in part: the rest stays
+        options = given(
+            task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
+            allow_overlap=allow_overlap, variant=variant, seed=seed,
+            adapters=list(adapter) if adapter else None, user_examples=user_examples,
+            test_limit=test_limit,
+            backend=backend_config(backend, model, base_url, api_key_env, api, tokenizer,
+                                   adapters),
+            max_queries=max_queries,
+            stage1={**stage, **given(evaluations=stage1)} or None,
+            stage2={**stage, **given(evaluations=stage2)} or None,
+            materialize=materialize, output_dir=output_dir)
+        show_or_run(merge_recipe, merge, options, dry_run, json_out, render_merge,
+                    run_dir=run_dir, progress=progress)

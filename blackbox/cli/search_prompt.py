@@ -8,13 +8,25 @@ from typing import Annotated, Any
 import typer
 
 from blackbox.cli.common import (
+    AdaptersOpt,
     AllowOverlapOpt,
     ApiKeyEnvOpt,
     ApiOpt,
+    BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DryRunOpt,
+    JsonOpt,
     LabelsOpt,
     LabelWordsOpt,
+    MaxQueriesOpt,
+    ModelOpt,
+    OutputDirOpt,
+    ProgressOpt,
+    RunDirOpt,
+    SchemaCommand,
+    SeedOpt,
+    ShotsOpt,
     TaskOpt,
     TaskSpecOpt,
     TestOpt,
@@ -22,8 +34,11 @@ from blackbox.cli.common import (
     TrainOpt,
     backend_config,
     console,
-    emit,
+    given,
+    schema_help,
+    show_or_run,
     task_option,
+    template_option,
 )
 
 
@@ -62,59 +77,51 @@ def render_claps(summary: dict[str, Any], run_dir: Path | str) -> None:
 def register(app: typer.Typer) -> None:
     """Add the ``search-prompt`` command to ``app``."""
 
-    @app.command("search-prompt")
+    @app.command("search-prompt", cls=SchemaCommand)
     def search_prompt_cmd(
-        task: TaskOpt = "sst-2",
+        task: TaskOpt = None,
         train: TrainOpt = None,
         dev: DevOpt = None,
         test: TestOpt = None,
         labels: LabelsOpt = None,
         label_words: LabelWordsOpt = None,
         task_spec: TaskSpecOpt = None,
-        allow_overlap: AllowOverlapOpt = False,
-        shots: Annotated[int, typer.Option(help="Examples per class in train and dev.")] = 16,
-        seed: Annotated[int, typer.Option(help="Seed (k-shot split, train batch, search).")]
-        = 42,
-        search: Annotated[str, typer.Option(
-            help="greedy | genetic | pso | random | manual (no prompt) | any optimizer "
-                 "(ng:<Name>, bbx ls optimizers).")] = "genetic",
-        budget: Annotated[int, typer.Option(
-            help="Train queries for pruning + search (one prompt on one example; cached "
-                 "or not).")] = 20000,
-        clusters: Annotated[int, typer.Option(
-            help="k-means clusters over the vocabulary (0: no clustering).")] = 2000,
-        percentile: Annotated[float, typer.Option(
-            help="Keep tokens whose influence is above this percentile.")] = 90.0,
-        length: Annotated[int, typer.Option(help="Prompt length in tokens.")] = 5,
-        prune: Annotated[str, typer.Option(
-            help="influence (ClaPS) | random (baseline) | none.")] = "influence",
+        allow_overlap: AllowOverlapOpt = None,
+        shots: ShotsOpt = None,
+        seed: SeedOpt = None,
+        search: Annotated[str | None, typer.Option(
+            help=schema_help("search-prompt.search"))] = None,
+        budget: Annotated[int | None, typer.Option(
+            help=schema_help("search-prompt.queries"))] = None,
+        clusters: Annotated[int | None, typer.Option(
+            help=schema_help("search-prompt.clusters"))] = None,
+        percentile: Annotated[float | None, typer.Option(
+            help=schema_help("search-prompt.percentile"))] = None,
+        length: Annotated[int | None, typer.Option(
+            help=schema_help("search-prompt.length"))] = None,
+        prune: Annotated[str | None, typer.Option(
+            help=schema_help("search-prompt.prune"))] = None,
         train_batch: Annotated[int | None, typer.Option(
-            help="Train examples each prompt is scored on (default: the whole split).")]
-        = None,
+            help=schema_help("search-prompt.train_batch"))] = None,
         population: Annotated[int | None, typer.Option(
-            help="Population of genetic / pso (paper: 128).")] = None,
-        template: Annotated[str, typer.Option(
-            help="Template index, or a template with {text} (and {prompt}).")] = "0",
+            help=schema_help("search-prompt.population"))] = None,
+        template: Annotated[str | None, typer.Option(
+            help=schema_help("search-prompt.template"))] = None,
         test_limit: Annotated[int | None, typer.Option(
-            help="Score the winner on a fixed seeded test subset of N.")] = None,
-        backend: Annotated[str, typer.Option(help="Backend kind: local | fake | remote.")]
-        = "local",
-        model: Annotated[str, typer.Option(help="Local model: 'default' (SmolLM2-135M), an HF "
-                                           "folder or a .gguf file; remote: the model name.")]
-        = "default",
+            help=schema_help("search-prompt.test_limit"))] = None,
+        backend: BackendOpt = None,
+        model: ModelOpt = None,
+        adapters: AdaptersOpt = None,
         base_url: BaseUrlOpt = None,
-        api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-        api: ApiOpt = "auto",
+        api_key_env: ApiKeyEnvOpt = None,
+        api: ApiOpt = None,
         tokenizer: TokenizerOpt = None,
-        max_queries: Annotated[int | None, typer.Option(
-            help="Hard cap on paid backend calls of any kind.")] = None,
-        run_dir: Annotated[Path | None, typer.Option(
-            help="Resume this run directory (finished trials are replayed).")] = None,
-        output_dir: Annotated[str, typer.Option(help="Where run directories go.")]
-        = "results/runs",
-        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-        json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-        = False,
+        max_queries: MaxQueriesOpt = None,
+        run_dir: RunDirOpt = None,
+        output_dir: OutputDirOpt = None,
+        progress: ProgressOpt = True,
+        json_out: JsonOpt = False,
+        dry_run: DryRunOpt = False,
     ) -> None:
         """ClaPS: cluster the vocabulary, prune it to influential tokens, search a prompt.
 
@@ -122,18 +129,15 @@ def register(app: typer.Typer) -> None:
 
         Prints the best prompt, its train/dev/test accuracy and the queries paid and cached.
         """
-        from blackbox.api import search_prompt
+        from blackbox.api import search_prompt, search_prompt_recipe
 
-        backend_cfg = backend_config(backend, model, base_url, api_key_env, api, tokenizer)
-        result = search_prompt(
+        options = given(
             task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
             allow_overlap=allow_overlap, shots=shots, seed=seed, search=search, budget=budget,
             clusters=clusters, percentile=percentile, length=length, prune=prune,
-            backend=backend_cfg, max_queries=max_queries, run_dir=run_dir, progress=progress,
-            train_batch=train_batch, test_limit=test_limit, output_dir=output_dir,
-            template=int(template) if template.isdigit() else template, population=population,
-        )
-        if json_out:
-            emit(result.summary, result.run_dir, json_out=True)
-        else:
-            render_claps(result.summary, result.run_dir)
+            backend=backend_config(backend, model, base_url, api_key_env, api, tokenizer,
+                                   adapters),
+            max_queries=max_queries, train_batch=train_batch, test_limit=test_limit,
+            output_dir=output_dir, template=template_option(template), population=population)
+        show_or_run(search_prompt_recipe, search_prompt, options, dry_run, json_out,
+                    render_claps, run_dir=run_dir, progress=progress)

@@ -43,17 +43,26 @@ class TaskSpec(Strict):
     one: it is read as the next word after the template.
     """
 
-    name: str = "own-task"
-    train: str | None = None
-    dev: str | None = None
-    test: str | None = None
-    pool: str | None = None  # unlabelled texts (bbx distill)
-    path: str | None = None  # one file holding everything
-    labels: list[str] | None = None
-    label_words: list[str] | None = None
-    templates: list[str] = Field(default_factory=lambda: ["{prompt}{text}\nLabel:"])
-    max_words: int | None = Field(None, ge=1)
-    dev_fraction: float = Field(0.25, gt=0, lt=1)
+    name: str = Field("own-task", description="The task's name in run names and reports.")
+    train: str | None = Field(None, description="The train file (CSV, TSV or JSONL; text or "
+                              "sentence + label).")
+    dev: str | None = Field(None, description="The dev file (default: a seeded share of each "
+                            "train class, dev_fraction).")
+    test: str | None = Field(None, description="The held-out test file every accuracy is "
+                             "measured on.")
+    pool: str | None = Field(None, description="Unlabelled texts (bbx distill).")
+    path: str | None = Field(None, description="One file holding everything (a fixed 20% of "
+                             "each class is the test set).")
+    labels: list[str] | None = Field(None, description="Class names in index order (default: "
+                                     "the names in the files, sorted).")
+    label_words: list[str] | None = Field(None, description="One label word per class "
+                                          "(default: the class names).")
+    templates: list[str] = Field(default_factory=lambda: ["{prompt}{text}\nLabel:"],
+                                 description="Templates with {text} (and {prompt}).")
+    max_words: int | None = Field(None, ge=1, description="Cut each text to this many words "
+                                  "(None: whole texts).")
+    dev_fraction: float = Field(0.25, gt=0, lt=1, description="Without a dev file: the share "
+                                "of each train class that is the dev set.")
 
     @model_validator(mode="after")
     def _files_given(self) -> TaskSpec:
@@ -97,32 +106,42 @@ class PricingConfig(Strict):
     (:data:`blackbox.backends.pricing.EXAMPLE_PRICES`, dated); ``budget.max_usd`` needs one.
     """
 
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
+    input_per_mtok: float = Field(ge=0, description="US dollars per million prompt tokens.")
+    output_per_mtok: float = Field(ge=0, description="US dollars per million completion "
+                                   "tokens.")
 
 
 class LocalBackendConfig(Strict):
     """The in-process engine over a local model (``default`` = bundled SmolLM2-135M)."""
 
     kind: Literal["local"] = "local"
-    model: str = "default"
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = Field(32, ge=1)
-    adapters: str | None = None  # a folder of PEFT LoRA adapters (enables adapter= mixtures);
-    # "zoo": the one `bbx zoo build` made for this model
-    pricing: PricingConfig | None = None  # what its tokens cost, if anything
+    model: str = Field("default", description="Local model: 'default' (SmolLM2-135M), an HF "
+                       "folder or a .gguf file.")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU) | cpu | cuda "
+                        "| cuda:N.")
+    dtype: str = Field("auto", description="auto | bf16 | fp16 | fp32 (auto: bf16 on a GPU or "
+                       "CPU that runs it natively, else fp32).")
+    batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
+    adapters: str | None = Field(None, description="Local backend: a folder of PEFT LoRA "
+                                 "adapters, or 'zoo' (the one bbx zoo build made for the "
+                                 "model; a merge recipe's default).")
+    pricing: PricingConfig | None = Field(None, description="What its tokens cost, if "
+                                          "anything.")
 
 
 class FakeBackendConfig(Strict):
     """The deterministic fake backend (tests, dry runs)."""
 
     kind: Literal["fake"] = "fake"
-    seed: int = 0
-    bias: dict[str, dict[str, float]] = Field(default_factory=dict)
-    adapter_bias: dict[str, dict[str, float]] = Field(default_factory=dict)
-    dim: int = 16
-    pricing: PricingConfig | None = None  # pretend prices (dry runs, budget tests)
+    seed: int = Field(0, description="Seed of its deterministic answers.")
+    bias: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per keyword in a prompt, label-word logit boosts.")
+    adapter_bias: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per adapter name, label-word boosts (enables "
+        "adapters).")
+    dim: int = Field(16, description="Size of its hidden states and embeddings.")
+    pricing: PricingConfig | None = Field(None, description="Pretend prices (dry runs, budget "
+                                          "tests).")
 
 
 class RemoteBackendConfig(Strict):
@@ -141,26 +160,41 @@ class RemoteBackendConfig(Strict):
     """
 
     kind: Literal["remote"] = "remote"
-    # default: $OPENAI_BASE_URL, else OpenAI's; a list (or commas): endpoints of one model
-    base_url: str | list[str] | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    model: str | None = None  # default: the server's first model
-    max_concurrency: int = Field(8, ge=1, le=256)  # per endpoint (halved on 429s)
-    timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0, le=20)
-    api: Literal["auto", "chat", "completions"] = "auto"
-    system: str | None = None  # chat only: a system message before every prompt
-    label_logprobs: Literal["auto", "extension", "echo", "topk", "generate"] = "auto"
-    top_logprobs: int = Field(20, ge=1, le=20)
-    logit_bias: bool = True
-    batch_size: int = Field(32, ge=1)
-    generate_max_tokens: int = Field(8, ge=1, le=256)
-    samples: int = Field(1, ge=1, le=128)  # > 1: label frequencies of n samples
-    sample_temperature: float = Field(1.0, gt=0, le=2)
-    pricing: PricingConfig | None = None  # default: the example table, by model id
-    # the served model's Hugging Face tokenizer folder, where the server has no tokenize
-    # route: token ids for logit_bias and ClaPS's vocabulary (blackbox.backends.tokenizer)
-    tokenizer: str | None = None
+    base_url: str | list[str] | None = Field(
+        None, description="Remote backend: the server's URL (default $OPENAI_BASE_URL, else "
+        "OpenAI's); several (a list, or commas) are endpoints of one model.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Remote backend: NAME of the env "
+                             "var holding the key.")
+    model: str | None = Field(None, description="Remote backend: the model name (default: the "
+                              "server's first).")
+    max_concurrency: int = Field(8, ge=1, le=256, description="Requests in flight per "
+                                 "endpoint (halved on 429s).")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+    max_retries: int = Field(3, ge=0, le=20, description="The SDK's retries per request.")
+    api: Literal["auto", "chat", "completions"] = Field(
+        "auto", description="Remote backend: auto | chat | completions (auto: a model the "
+        "completions route refuses is a chat model).")
+    system: str | None = Field(None, description="Chat only: a system message before every "
+                               "prompt.")
+    label_logprobs: Literal["auto", "extension", "echo", "topk", "generate"] = Field(
+        "auto", description="How label-word scores are read: auto | extension | echo | topk "
+        "| generate.")
+    top_logprobs: int = Field(20, ge=1, le=20, description="Next-token log-probs asked for "
+                              "(topk).")
+    logit_bias: bool = Field(True, description="Boost the label words with logit_bias so they "
+                             "reach the top-k.")
+    batch_size: int = Field(32, ge=1, description="Prompts per request.")
+    generate_max_tokens: int = Field(8, ge=1, le=256, description="Reply tokens read "
+                                     "(generate).")
+    samples: int = Field(1, ge=1, le=128, description="Replies per prompt (generate; > 1: "
+                         "label frequencies of n samples).")
+    sample_temperature: float = Field(1.0, gt=0, le=2, description="Temperature of those "
+                                      "samples.")
+    pricing: PricingConfig | None = Field(None, description="What its tokens cost (default: "
+                                          "the example table, by model id).")
+    tokenizer: str | None = Field(
+        None, description="Remote backend: the served model's Hugging Face tokenizer folder, "
+        "where the server has no tokenize route (logit_bias ids, ClaPS's vocabulary).")
 
     @field_validator("base_url")
     @classmethod
@@ -196,8 +230,9 @@ class PluginBackendConfig(BaseModel):
     model, when it has one) as the backend is made (:func:`blackbox.api.make_backend`)."""
 
     model_config = ConfigDict(extra="allow")
-    kind: str
-    pricing: PricingConfig | None = None  # the meter's, as on the built-in backends
+    kind: str = Field(description="The backend's registered name.")
+    pricing: PricingConfig | None = Field(None, description="What its tokens cost (the "
+                                          "meter's, as on the built-in backends).")
 
     @model_validator(mode="after")
     def _registered(self) -> PluginBackendConfig:
@@ -224,25 +259,36 @@ BackendConfig = Annotated[
 class BudgetConfig(Strict):
     """What the run may pay for; cached answers are free."""
 
-    max_queries: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)  # prompt tokens
-    max_usd: float | None = Field(None, ge=0)  # dollars, at backend.pricing
+    max_queries: int | None = Field(None, ge=0, description="Hard cap on paid backend calls "
+                                    "of any kind (cached answers are free).")
+    max_tokens: int | None = Field(None, ge=0, description="Hard cap on paid prompt tokens.")
+    max_usd: float | None = Field(None, ge=0, description="Hard cap on dollars, at "
+                                  "backend.pricing.")
 
 
 class RecipeBase(Strict):
     """Fields every method shares."""
 
-    name: str | None = None
-    seed: int = 42
-    task: str | TaskSpec = "sst-2"
-    shots: int = Field(16, ge=1)
-    backend: BackendConfig = Field(default_factory=LocalBackendConfig)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    cache_dir: str | None = None  # default: <BBX_CACHE_DIR or user cache>/responses
-    output_dir: str = "results/runs"
-    test_seed: int = Field(0, ge=0)  # the seed of every test subset: fixed apart from `seed`,
-    # so the same limit picks the same test items for every method and every seed
-    allow_overlap: bool = False  # run even if fit texts overlap test texts (the report says so)
+    name: str | None = Field(None, description="The run's name (default: "
+                             "<method>-<task>-s<seed>).")
+    seed: int = Field(42, description="Seed of the k-shot splits and the method's random "
+                      "draws.")
+    task: str | TaskSpec = Field("sst-2", description="Task name (bbx ls tasks); for your own "
+                                 "data give --train/--test files instead.")
+    shots: int = Field(16, ge=1, description="Labelled examples per class in train (and dev).")
+    backend: BackendConfig = Field(
+        default_factory=LocalBackendConfig, description="Where the queries go: a backend kind "
+        "(local | fake | remote, or a plugin's: bbx ls backends) and its options.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig,
+                                 description="What the run may pay for.")
+    cache_dir: str | None = Field(None, description="The response cache (default: <BBX_CACHE_DIR "
+                                  "or user cache>/responses).")
+    output_dir: str = Field("results/runs", description="Where run directories go.")
+    test_seed: int = Field(0, ge=0, description="Seed of every test subset, fixed apart from "
+                           "seed: the same limit picks the same test items for every method "
+                           "and seed.")
+    allow_overlap: bool = Field(False, description="Run even if train/dev texts are also test "
+                                "texts (the summary lists the overlap).")
     _task: tuple[str, Task] | None = PrivateAttr(None)
 
     @field_validator("task")

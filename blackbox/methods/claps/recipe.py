@@ -39,28 +39,47 @@ class ClapsRecipe(RecipeBase):
         "generate": ("scores are one-hot replies (or sample frequencies): pruning and the search "
                      "see accuracy steps, not log-prob margins, so many prompts tie"),
     }
-    template: int | str = 0  # index into the task's templates, or a string with {text}
+    template: int | str = Field(0, description="Template index, or a template with {text} "
+                                "(and {prompt}).")
     # -- the candidate vocabulary and clustering
-    vocab: str | list[str] | None = None  # None: the backend's tokenizer (else built-in words)
-    embeddings: Literal["auto", "input", "embed"] = "auto"
-    clusters: int = Field(2000, ge=0)  # k-means clusters; 0: no clustering
-    cluster_seed: int = Field(0, ge=0)  # fixed apart from `seed` so every seed shares one vocab
+    vocab: str | list[str] | None = Field(None, description="Candidate words: a list or a "
+                                          "file (None: the backend's tokenizer, else "
+                                          "built-in words).")
+    embeddings: Literal["auto", "input", "embed"] = Field(
+        "auto", description="What the clusters are computed on: auto | input (the "
+        "token-embedding table) | embed (the embeddings route).")
+    clusters: int = Field(2000, ge=0, description="k-means clusters over the vocabulary (0: no "
+                          "clustering).")
+    cluster_seed: int = Field(0, ge=0, description="Seed of the clustering, fixed apart from "
+                              "seed so every seed shares one vocabulary.")
     # -- pruning
-    prune: Literal["influence", "random", "none"] = "influence"
-    prune_score: Literal["reward", "kl"] = "reward"
-    percentile: float = Field(90.0, ge=0, lt=100)  # keep tokens scoring above this percentile
+    prune: Literal["influence", "random", "none"] = Field(
+        "influence", description="influence (ClaPS) | random (baseline) | none.")
+    prune_score: Literal["reward", "kl"] = Field("reward", description="What influence is "
+                                                 "measured by: reward | kl.")
+    percentile: float = Field(90.0, ge=0, lt=100, description="Keep tokens whose influence is "
+                              "above this percentile.")
     # -- search
-    search: str = "genetic"
-    population: int | None = Field(None, ge=1)  # genetic / pso population (None: paper's 128)
-    search_options: dict[str, Any] = Field(default_factory=dict)  # other searcher options
-    length: int = Field(5, ge=1, le=64)  # prompt tokens
-    queries: int = Field(20000, ge=1)  # train queries for pruning + search (cached or not)
-    batch_size: int | None = Field(None, ge=1)  # prompts per objective call (default: natural)
-    train_batch: int | None = Field(None, ge=1)  # train examples scored (None: the whole split)
+    search: str = Field("genetic", description="greedy | genetic | pso | random | manual (no "
+                        "prompt) | any optimizer (ng:<Name>, bbx ls optimizers).")
+    population: int | None = Field(None, ge=1, description="Population of genetic / pso "
+                                   "(None: the paper's 128).")
+    search_options: dict[str, Any] = Field(default_factory=dict, description="Other options "
+                                           "of the searcher.")
+    length: int = Field(5, ge=1, le=64, description="Prompt length in tokens.")
+    queries: int = Field(20000, ge=1, description="Train queries for pruning + search (one "
+                         "prompt on one example; cached or not).")
+    batch_size: int | None = Field(None, ge=1, description="Prompts per objective call (None: "
+                                   "the searcher's natural batch).")
+    train_batch: int | None = Field(None, ge=1, description="Train examples each prompt is "
+                                    "scored on (None: the whole split).")
     # -- selection and evaluation
-    select_top: int = Field(5, ge=1)  # best distinct train prompts re-scored on dev
-    test_limit: int | None = Field(None, ge=1)  # a fixed seeded test subset (None: full test)
-    chunk: int = Field(256, ge=1)  # inputs per metered call when pruning and evaluating
+    select_top: int = Field(5, ge=1, description="Best distinct train prompts re-scored on "
+                            "dev.")
+    test_limit: int | None = Field(None, ge=1, description="Score the winner on a fixed seeded "
+                                   "test subset of N (None: the whole test split).")
+    chunk: int = Field(256, ge=1, description="Inputs per metered call when pruning and "
+                       "evaluating.")
 
     @field_validator("search")
     @classmethod

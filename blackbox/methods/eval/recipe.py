@@ -20,11 +20,13 @@ class EvalRecipe(RecipeBase):
         "generate": ("predictions are parsed replies (one-hot scores): calibration and "
                      "probabilities carry no information"),
     }
-    split: Literal["train", "dev", "test"] = "test"
-    template: int | str = 0  # index into the task's templates, or a template string
-    prompt: str = ""
-    limit: int | None = Field(None, ge=1)  # evaluate a seeded subset of this size
-    chunk: int = Field(256, ge=1)  # prompts per metered call (progress + budget granularity)
+    split: Literal["train", "dev", "test"] = Field("test", description="train | dev | test.")
+    template: int | str = Field(0, description="Template index or a template with {text}.")
+    prompt: str = Field("", description="A prompt placed before the template.")
+    limit: int | None = Field(None, ge=1, description="Evaluate a seeded subset of N (the same "
+                              "items every method scores; None: the whole split).")
+    chunk: int = Field(256, ge=1, description="Prompts per metered call (progress and budget "
+                       "granularity).")
 
     def template_text(self) -> str:
         task = self.get_task()

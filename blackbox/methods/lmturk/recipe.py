@@ -32,39 +32,57 @@ class LMTurkRecipe(RecipeBase):
                      "distillation is hard-label distillation"),
     }
     # workers
-    workers: int = Field(3, ge=1, le=32)
-    demos_per_class: int = Field(2, ge=1)  # demonstrations per class in each worker's prompt
-    demo_words: int = Field(30, ge=1)  # each demonstration's text is cut to this many words
-    query_words: int | None = Field(None, ge=1)  # the item to label (None: the task's max_words)
-    worker_templates: list[int] | None = None  # worker j uses entry j mod len (None: all)
-    calibrate: bool = True  # contextual calibration of each worker (3 queries per worker)
-    aggregation: Aggregation = "mean"
+    workers: int = Field(3, ge=1, le=32, description="Few-shot LLM workers.")
+    demos_per_class: int = Field(2, ge=1, description="Demonstrations per class in each "
+                                 "worker's prompt.")
+    demo_words: int = Field(30, ge=1, description="Each demonstration's text is cut to this "
+                            "many words.")
+    query_words: int | None = Field(None, ge=1, description="The item to label is cut to this "
+                                    "many words (None: the task's max_words).")
+    worker_templates: list[int] | None = Field(None, description="Worker j uses template entry "
+                                               "j mod len (None: all the task's).")
+    calibrate: bool = Field(True, description="Contextual calibration of each worker (3 "
+                            "queries per worker).")
+    aggregation: Aggregation = Field("mean", description="How the workers' labels are "
+                                     "combined: majority | mean | dawid-skene.")
     # active learning
-    acquisition: Acquisition = "entropy"
-    batch: int = Field(32, ge=1)  # items picked per round
-    queries: int = Field(2000, ge=0)  # annotation budget in LLM queries (workers x items)
-    pool_file: str | None = None  # unlabelled texts (.txt lines, or csv/tsv/jsonl with `text`)
-    pool_limit: int | None = Field(None, ge=1)  # seeded subset of the pool
-    eval_limit: int | None = Field(None, ge=1)  # seeded subset of the evaluation set
+    acquisition: Acquisition = Field("entropy", description="entropy | least-confidence | "
+                                     "margin | kmeans | random.")
+    batch: int = Field(32, ge=1, description="Items the workers label per round.")
+    queries: int = Field(2000, ge=0, description="Annotation budget in LLM queries (workers x "
+                         "items).")
+    pool_file: str | None = Field(None, description="Unlabelled texts (.txt, .csv, .tsv, "
+                                  ".jsonl; None: the task's pool).")
+    pool_limit: int | None = Field(None, ge=1, description="Seeded subset of the pool.")
+    eval_limit: int | None = Field(None, ge=1, description="Seeded subset of the evaluation "
+                                   "set.")
     # student
-    features: Literal["auto", "minilm", "backend"] = "auto"
-    student_c: float = Field(1.0, gt=0)  # inverse L2 strength (chosen on the k-shot dev splits)
-    label_mode: Literal["soft", "hard"] = "soft"
-    # "finetune": also fine-tune the MiniLM encoder end to end on gold + the workers' labels
-    # (and on gold alone, for comparison); saved as student-finetuned/ in the run directory
-    student: Literal["linear", "finetune"] = "linear"
-    finetune_epochs: int = Field(4, ge=1)
-    finetune_lr: float = Field(5e-5, gt=0)
-    gold_weight: float = Field(1.0, gt=0)  # sample weight of a gold example (LLM labels: 1)
+    features: Literal["auto", "minilm", "backend"] = Field(
+        "auto", description="The student's text features: auto | minilm | backend (its "
+        "embeddings).")
+    student_c: float = Field(1.0, gt=0, description="Inverse L2 strength of the student "
+                             "(chosen on the k-shot dev splits).")
+    label_mode: Literal["soft", "hard"] = Field("soft", description="The student learns the "
+                                                "workers' soft or hard labels.")
+    student: Literal["linear", "finetune"] = Field(
+        "linear", description="finetune: also fine-tune the MiniLM encoder end to end on gold + "
+        "the workers' labels (and on gold alone, for comparison), saved as "
+        "student-finetuned/ in the run directory.")
+    finetune_epochs: int = Field(4, ge=1, description="Epochs of that fine-tuning.")
+    finetune_lr: float = Field(5e-5, gt=0, description="Its learning rate.")
+    gold_weight: float = Field(1.0, gt=0, description="Sample weight of a gold example (an LLM "
+                               "label's: 1).")
     # reporting
-    eval_workers: bool = True  # also score the workers on the evaluation set (costs queries)
-    # ... on a seeded subset of this size (None: the whole evaluation set, the student's items)
-    worker_eval_limit: int | None = Field(None, ge=1)
-    # also let the workers label the whole pool (outside `queries`, metered as ever) and train
-    # the student on that: the reference active learning is measured against
-    whole_pool: bool = False
-    noise_top: int = Field(50, ge=0)  # rows of label_noise.md
-    chunk: int = Field(64, ge=1)  # prompts per metered call (progress + budget granularity)
+    eval_workers: bool = Field(True, description="Also score the workers on the evaluation set "
+                               "(costs queries).")
+    worker_eval_limit: int | None = Field(None, ge=1, description="... on a seeded subset of "
+                                          "this size (None: the student's items).")
+    whole_pool: bool = Field(False, description="Also let the workers label the whole pool "
+                             "(outside queries, metered as ever) and train the student on it: "
+                             "the reference active learning is measured against.")
+    noise_top: int = Field(50, ge=0, description="Rows of label_noise.md.")
+    chunk: int = Field(64, ge=1, description="Prompts per metered call (progress and budget "
+                       "granularity).")
 
     @model_validator(mode="after")
     def _check_templates(self) -> LMTurkRecipe:

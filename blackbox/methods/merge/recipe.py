@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from blackbox.backends.abilities import Need
-from blackbox.recipes.schema import RecipeBase, Strict
+from blackbox.recipes.schema import LocalBackendConfig, RecipeBase, Strict
 
 #: What a run does. ``evo`` is the full method (stage 1 on α, stage 2 on β); the ablations
 #: drop a piece of it; the rest are baselines (``ties``/``dare`` are white-box references:
@@ -25,11 +25,13 @@ class StageConfig(Strict):
     are scored per backend call. ``options`` go to the optimizer (e.g. cma_options).
     """
 
-    optimizer: str = "cma"
-    evaluations: int = Field(400, ge=1)
-    popsize: int = Field(20, ge=1)
-    sigma0: float = Field(0.05, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    optimizer: str = Field("cma", description="Stage optimizer (bbx ls optimizers).")
+    evaluations: int = Field(400, ge=1, description="Mixtures scored (each on every user "
+                             "example).")
+    popsize: int = Field(20, ge=1, description="Mixtures per batched call.")
+    sigma0: float = Field(0.05, gt=0, description="The optimizer's initial step size.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Other options of the "
+                                    "optimizer (e.g. cma_options).")
 
 
 def _stage1() -> StageConfig:
@@ -65,19 +67,56 @@ class MergeRecipe(RecipeBase):
         "generate": ("the user-example loss is computed from one-hot replies: mixtures are ranked "
                      "by accuracy on the examples only"),
     }
-    variant: Variant = "evo"
-    adapters: list[str] | None = None  # default: every adapter the backend's repository holds
-    template: int = Field(0, ge=0)  # which of the task's templates the user's prompts use
-    user_examples: int = Field(64, ge=1)
-    test_limit: int | None = Field(None, ge=1)  # a seeded test subset (None: the whole split)
-    l1: float = Field(0.05, ge=0)
-    stage1: StageConfig = Field(default_factory=_stage1)  # α, β fixed at 1/N
-    stage2: StageConfig = Field(default_factory=_stage2)  # β, α at the stage-1 best
-    lorahub: StageConfig = Field(default_factory=_lorahub)
-    beta_bound: float = Field(1.5, gt=0)  # β in [-bound, bound] ([0, bound] without sign)
-    density: float = Field(0.5, gt=0, le=1)  # ties / dare: fraction of weights kept
-    materialize: bool = False  # also save the best mixture as a PEFT adapter (run dir)
-    chunk: int = Field(256, ge=1)  # test examples per metered request
+    variant: Variant = Field("evo", description="evo | evo-no-sign | evo-no-denoise | "
+                             "evo-no-scale | lorahub | uniform | best-single | base | ties | "
+                             "dare.")
+    adapters: list[str] | None = Field(None, description="The adapters to merge (None: every "
+                                       "adapter the backend's repository holds).")
+    template: int = Field(0, ge=0, description="Which of the task's templates the user's "
+                          "prompts use.")
+    user_examples: int = Field(64, ge=1, description="The user's labelled examples "
+                               "(stratified, from train + dev).")
+    test_limit: int | None = Field(None, ge=1, description="Score a seeded test subset of N "
+                                   "(None: the whole test split).")
+    l1: float = Field(0.05, ge=0, description="Weight of the mean |x| penalty on the searched "
+                      "vector.")
+    stage1: StageConfig = Field(default_factory=_stage1, description="Stage 1 searches α, β "
+                                "fixed at 1/N.")
+    stage2: StageConfig = Field(default_factory=_stage2, description="Stage 2 searches β, α "
+                                "at the stage-1 best.")
+    lorahub: StageConfig = Field(default_factory=_lorahub, description="The lorahub "
+                                 "variant's search.")
+    beta_bound: float = Field(1.5, gt=0, description="β in [-bound, bound] ([0, bound] "
+                              "without sign).")
+    density: float = Field(0.5, gt=0, le=1, description="ties / dare: the fraction of weights "
+                           "kept.")
+    materialize: bool = Field(False, description="Also save the best mixture as a PEFT adapter "
+                              "(in the run directory).")
+    chunk: int = Field(256, ge=1, description="Test examples per metered request.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_stages(cls, data: Any) -> Any:
+        """A stage given in part keeps that stage's defaults for the rest (``stage2:
+        {popsize: 10}`` still runs 800 evaluations, ``lorahub: {evaluations: 20}`` still uses
+        NGOpt), not the generic :class:`StageConfig`'s."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name in ("stage1", "stage2", "lorahub"):
+            given = out.get(name)
+            factory = cls.model_fields[name].default_factory
+            if isinstance(given, dict) and factory is not None:
+                out[name] = {**factory().model_dump(), **given}  # type: ignore[call-arg]
+        return out
+
+    @model_validator(mode="after")
+    def _zoo_by_default(self) -> MergeRecipe:
+        """On the local backend a merge without an adapter folder merges the zoo ``bbx zoo
+        build`` made for its model."""
+        if isinstance(self.backend, LocalBackendConfig) and self.backend.adapters is None:
+            self.backend = self.backend.model_copy(update={"adapters": "zoo"})
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> MergeRecipe:

@@ -33,42 +33,60 @@ class DecodeRecipe(RecipeBase):
         "generate": ("the label-word scores are one-hot replies: MPD's calibrated scores add only "
                      "the reply to the decoder"),
     }
-    action: Literal["fit", "predict"] = "fit"
+    action: Literal["fit", "predict"] = Field("fit", description="fit a decoder, or predict "
+                                              "with one.")
 
     # -- what is queried -------------------------------------------------------------
-    prompts: int | None = Field(None, ge=1)  # the first P templates (None: up to 3 the task has)
-    templates: list[str] | None = None  # explicit templates (each with {text}) instead
-    neighbours: int = Field(10, ge=1)  # label words per class, the task's own word included
-    # local backend only: read label-word log-probs off the hidden states (one forward pass
-    # per example and prompt instead of two; same numbers). Served models are always queried.
-    logprobs_from_hidden: bool = False
+    prompts: int | None = Field(None, ge=1, description="Number of the task's templates to "
+                                "query (P; None: up to 3).")
+    templates: list[str] | None = Field(None, description="Explicit templates (each with "
+                                        "{text}) instead.")
+    neighbours: int = Field(10, ge=1, description="Label words per class (own word + "
+                            "nearest).")
+    logprobs_from_hidden: bool = Field(
+        False, description="Local backend: read label-word log-probs off the hidden states "
+        "(one forward pass per example and prompt instead of two; same numbers).")
 
     # -- the decoder ---------------------------------------------------------------------
-    decoder: Literal["mpd", "dect"] = "mpd"
-    pooling: Literal["ot", "mean"] = "ot"  # mean: average the P features, no transport
-    calibrate: bool = True  # add β · calibrated label-word score (MPD) / λ · (DecT)
-    proj_dim: int = Field(128, ge=1)
-    prototypes: int = Field(3, ge=1)  # Q per class
-    epsilon: float = Field(0.1, gt=0)  # Sinkhorn entropic regularization
-    sinkhorn_iters: int = Field(100, ge=1)
-    scale: float = Field(10.0, gt=0)  # OT score (a cosine) times this = logit
-    betas: list[float] = Field(  # the grid β is chosen from on dev
-        default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
-    feature_norm: Literal["none", "center", "standardize"] = "standardize"
-    lr: float = Field(1e-2, gt=0)
-    epochs: int = Field(30, ge=1)
+    decoder: Literal["mpd", "dect"] = Field("mpd", description="mpd | dect.")
+    pooling: Literal["ot", "mean"] = Field("ot", description="ot | mean (average the P "
+                                           "features, no transport).")
+    calibrate: bool = Field(True, description="Add β · calibrated label-word score (MPD) / λ · "
+                            "(DecT).")
+    proj_dim: int = Field(128, ge=1, description="Size of the projected features.")
+    prototypes: int = Field(3, ge=1, description="Prototypes per class (Q).")
+    epsilon: float = Field(0.1, gt=0, description="Sinkhorn entropic regularization.")
+    sinkhorn_iters: int = Field(100, ge=1, description="Sinkhorn iterations.")
+    scale: float = Field(10.0, gt=0, description="OT score (a cosine) times this is the "
+                         "logit.")
+    betas: list[float] = Field(
+        default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
+        description="The grid β is chosen from on dev.")
+    feature_norm: Literal["none", "center", "standardize"] = Field(
+        "standardize", description="none | center | standardize the features.")
+    lr: float = Field(1e-2, gt=0, description="Learning rate.")
+    epochs: int = Field(30, ge=1, description="Training epochs.")
 
     # -- fit: evaluation and output ------------------------------------------------------
-    eval_split: Literal["dev", "test"] = "test"
-    test_limit: int | None = Field(None, ge=1)  # a fixed subset (same for every seed)
-    compare: list[VariantName] = Field(default_factory=list)
-    decoder_out: str | None = None  # default: <run dir>/decoder.safetensors
-    chunk: int = Field(64, ge=1)  # examples per metered request (progress, budget stops)
+    eval_split: Literal["dev", "test"] = Field("test", description="Where accuracy is "
+                                               "reported: dev | test.")
+    test_limit: int | None = Field(None, ge=1, description="Evaluate on a fixed seeded test "
+                                   "subset of N (the same for every seed).")
+    compare: list[VariantName] = Field(
+        default_factory=list, description="Also train and report: zero-shot, zero-shot-cal, "
+        "dect, mpd, mpd-mean, mpd-nocal, mpd-1word.")
+    decoder_out: str | None = Field(None, description="Decoder file to write (default: <run "
+                                    "dir>/decoder.safetensors).")
+    chunk: int = Field(64, ge=1, description="Examples per metered request (progress, budget "
+                       "stops).")
 
     # -- predict -------------------------------------------------------------------------
-    decoder_file: str | None = None
-    input: str | None = None  # JSONL: {"text": ...} per line, optional "label"
-    output: str | None = None  # also write predictions here (default: run dir only)
+    decoder_file: str | None = Field(None, description="The decoder file bbx decode fit "
+                                     "saved.")
+    input: str | None = Field(None, description="Texts to label (CSV, TSV, JSONL: a text "
+                              "column, a label column adds accuracy; or .txt, one per line).")
+    output: str | None = Field(None, description="Also write predictions.jsonl here "
+                               "(default: the run directory only).")
 
     @model_validator(mode="after")
     def _check(self) -> DecodeRecipe:
