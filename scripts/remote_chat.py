@@ -6,8 +6,8 @@ and data -> ``results/remote-chat.md``.
 
 The served model is the bundled SmolLM2-135M-Instruct GGUF in llama.cpp's own C++ server
 (`llama-server`, built once by ``scripts/llama_cpp_server_build.sh``), started here on a
-loopback port with 8 slots and its embeddings route on; bbx reaches it as a user reaches a
-hosted API: ``--backend remote --api chat``, the OpenAI SDK, no bbx extensions (label
+loopback port with 8 slots and its embeddings route on (mean pooling); bbx reaches it as a
+user reaches a hosted API: ``--backend remote --api chat``, the OpenAI SDK, no bbx extensions (label
 words from the chat route's ``top_logprobs``, the ``logit_bias`` recovery through the
 server's tokenize route, hidden states through ``/v1/embeddings``). The local rows run the
 same commands on bbx's own engine (exact log-probs, hidden states). Each run starts from an
@@ -77,7 +77,8 @@ def llama_server() -> Iterator[str]:
     proc = subprocess.Popen(
         [res.stdout.strip().splitlines()[-1], "-m", str(resolve_spec("default").path),
          "--alias", ALIAS, "--host", "127.0.0.1", "--port", str(port), "-np", "8",
-         "-c", "16384", "-t", "2", "--embeddings"],
+         "-c", "16384", "-t", "2", "--embeddings", "--pooling", "mean",
+         "--log-verbosity", "1"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

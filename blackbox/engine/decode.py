@@ -74,15 +74,20 @@ class Row:
     cancelled: bool = False
     sent: str = ""  # the part of ``text`` handed out by take_text
     joined_at: float = 0.0  # time.perf_counter() when it was admitted
+    # the tokenizer's decode may drop a space before punctuation that follows it
+    # (``clean_up_tokenization_spaces``): only then is a trailing space held back
+    hold_spaces: bool = True
 
     def take_text(self) -> str:
         """The text generated since the last call that later tokens can no longer change.
 
         Held back until more tokens (or the end) settle it: an incomplete UTF-8 character,
-        trailing whitespace (decoders drop a space before punctuation that follows it), and
-        a tail that may be the start of a stop string. So the pieces join to ``text``.
+        trailing spaces where the tokenizer cleans up spaces (it drops a space before
+        punctuation that follows it; newlines it never touches), and a tail that may be the
+        start of a stop string. So the pieces join to ``text``.
         """
-        safe = self.text if self.finish is not None else _stable(self.text, self.stops)
+        safe = self.text if self.finish is not None else \
+            _stable(self.text, self.stops, self.hold_spaces)
         if not safe.startswith(self.sent):
             if self.finish is not None:
                 log.warning("streamed text diverged from the final text: %r vs %r",
@@ -164,9 +169,11 @@ class DecodeBatch:
         """Prefill ``rows``, pick each one's first token, and join the unfinished ones."""
         live = []
         now = time.perf_counter()
+        cleans = bool(getattr(self.engine.tokenizer, "clean_up_tokenization_spaces", True))
         for r in rows:
             self.stats.rows += 1
             r.joined_at = now
+            r.hold_spaces = cleans
             if r.limit <= 0:
                 r.finish = "length"
             else:
@@ -320,12 +327,12 @@ def _pick(logits: torch.Tensor, rows: list[Row]) -> list[int]:
     return out
 
 
-def _stable(text: str, stops: list[str]) -> str:
+def _stable(text: str, stops: list[str], hold_spaces: bool = True) -> str:
     """``text`` without the tail later tokens may still change (see Row.take_text)."""
     end = len(text)
     while end and text[end - 1] == "\ufffd":  # a character whose bytes span tokens
         end -= 1
-    while end and text[end - 1].isspace():
+    while hold_spaces and end and text[end - 1] == " ":
         end -= 1
     hold = 0
     for s in stops:
