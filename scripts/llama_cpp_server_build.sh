@@ -4,11 +4,13 @@
 # sdist on PyPI, into the user cache (never the repository). Idempotent: a second run only
 # prints the binary's path. About 25 minutes on 2 busy cores.
 #
-# For the serving benchmark (results/bench-serving.md: bbx serve beside llama-server and
-# llama-cpp-python's server) and the remote tests against llama-server. Portable flags as
-# the wheel build uses (the native build segfaults on AMX CPUs); no curl (no downloads).
+# For the remote tests against llama-server (tests/test_remote_llama_server.py: `make test`
+# runs this first, tolerating a failure, and the tests run it again, which is instant once
+# built) and for serving benchmarks beside bbx serve. Portable flags as the wheel build uses
+# (the native build segfaults on AMX CPUs); no curl (no downloads at run time).
 #
-# Prints the binary's path on success; on failure writes the reason to $ROOT/FAILED.
+# Prints the binary's path on success; on failure writes the reason to $ROOT/FAILED and to
+# stderr (its last line: the tests skip with it) and exits non-zero.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/llama_common.sh"  # VERSION, CACHE, PY, fail, ...
 ROOT="$CACHE/llama-server-$VERSION"

@@ -3,8 +3,9 @@
 vocabulary, answered in the legacy or the chat log-prob shape on either route, with the
 knobs real servers differ in (a completions route that refuses chat models, log-probs
 after or before ``logit_bias``, no log-probs at all, ``n`` or not, a tokenize route or
-not) and the ways a user's input goes wrong (a key the server refuses, a model it does not
-serve, a model neither route takes, a cap on ``top_logprobs``). Every request is recorded,
+not, and which field it reads) and the ways a user's input goes wrong (a key the server
+refuses, a model it does not serve, a model neither route takes, a cap on
+``top_logprobs``). Every request is recorded,
 so tests can check what was sent, and every answer carries a ``usage`` (recorded in
 ``usages``) unless ``usage=False``.
 """
@@ -40,6 +41,9 @@ class FakeOpenAI:
     logprobs: bool = True  # False: never any log-probs (a server that drops them)
     bias_after: bool = True  # report log-probs after logit_bias (OpenAI) or before (llama.cpp)
     tokenize: bool = True
+    # what /tokenize reads: vLLM's and bbx's "prompt", or llama-server's "content" (which
+    # answers {"tokens": []} to a body without it)
+    tokenize_reads: str = "prompt"
     n_supported: bool = True
     replies: dict[str, list[str]] = field(default_factory=dict)  # prompt -> generated texts
     model_id: str = "fake-chat"  # the one model served (others: 404, as OpenAI answers)
@@ -170,7 +174,7 @@ class FakeOpenAI:
             self.requests.append(("tokenize", body))
             if not self.tokenize:
                 return error(404, "Not Found")
-            return {"tokens": greedy_ids(body["prompt"])}
+            return {"tokens": greedy_ids(body.get(self.tokenize_reads) or "")}
 
         return app
 

@@ -116,6 +116,23 @@ def test_chat_logit_bias_recovers_words_outside_the_top_k(bias_after: bool) -> N
         blind.close()
 
 
+def test_llama_servers_tokenize_route_reads_content() -> None:
+    # llama-server's /tokenize reads "content" and answers {"tokens": []} to vLLM's
+    # "prompt": an empty answer is no answer, the next body is tried and then remembered
+    fake = FakeOpenAI(LOGITS, bias_after=False, tokenize_reads="content")
+    with running_server(fake.app()) as base:
+        r = _remote(base, api="chat", top_logprobs=3)
+        got = r.label_logprobs([P1], WORDS)[0]
+        assert r.tokenize_route == "/tokenize (content)"
+        assert r.capabilities.extra["logit_bias"] == "on"
+        r.close()
+    assert got == pytest.approx([lse(LP["Positive"], LP[" positive"]), LP["negative"],
+                                 LP["neg"]], abs=1e-9)
+    asked = [b for route, b in fake.requests if route == "tokenize"]
+    assert [sorted(b) for b in asked] == [["add_special_tokens", "model", "prompt"],
+                                          ["add_special", "content"], ["add_special", "content"]]
+
+
 def _vocab_tokenizer(folder: Path) -> Path:
     """A Hugging Face tokenizer folder whose tokens are the fake server's VOCAB, same ids."""
     import re

@@ -7,7 +7,9 @@ only when that build is impossible here, with the script's reason.
 
 What llama.cpp gives: no bbx extensions (so label words go through next-token
 ``top_logprobs``, and hidden states through the embeddings fallback); its ``echo=true`` prompt
-log-probs are wrong in 0.3.36, so the default ``auto`` mode never uses them.
+log-probs are wrong in 0.3.36, so the default ``auto`` mode never uses them. Two whole
+methods run against it too (``remote_methods.py``): a tiny LMTurk distill on the
+completions route and ``bbx search-prompt`` on the chat route, with exact query counts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 pytest.importorskip("openai")
 
+from remote_methods import distill_with_workers, search_prompt_cli  # noqa: E402
 from serve_support import free_port  # noqa: E402
 
 from blackbox.errors import BbxError  # noqa: E402
@@ -156,3 +159,17 @@ def test_llama_cpp_chat_route_top_logprobs_and_logit_bias(llama_url, monkeypatch
         assert full.generate([prompt], {"max_tokens": 5}) == [want]
         for b in (full, small):
             b.close()
+
+
+@pytest.mark.slow
+def test_lmturk_workers_on_llama_cpp(llama_url, tmp_path) -> None:
+    """A tiny distill run on the route ``auto`` picks here (completions): 10 paid queries,
+    the workers' labels recorded (``remote_methods.distill_with_workers``)."""
+    distill_with_workers(llama_url, tmp_path, api="completions")
+
+
+@pytest.mark.slow
+def test_bbx_search_prompt_on_llama_cpp(llama_url, tmp_path, monkeypatch) -> None:
+    """``bbx search-prompt`` with a tiny budget on the chat route: 12 paid queries
+    (``remote_methods.search_prompt_cli``)."""
+    search_prompt_cli(llama_url, tmp_path, monkeypatch, api="chat")

@@ -19,6 +19,18 @@ Every backend a method uses is wrapped in :class:`MeteredBackend`:
 
 The budget, the usage and the ledger rows' contents live in :mod:`blackbox.backends.budget`.
 
+**A call that fails part-way.** The inner backend may answer a batch in parts (the remote
+backend sends one request per prompt, or per chunk of ``batch_size``, several at a time)
+and hands each part's answers over as they arrive, in the same scope as its usage
+(:func:`~blackbox.backends.usage.deliver`). When the call raises (a request failed after
+its retries, an interrupt), those answers are cached and get their paid ledger rows
+(one per item, with the usage their responses reported) before the error is re-raised;
+items with no answer get no row (a rerun pays for them, and writes their row then), though
+the budget keeps their bound charged, since they may have been paid for. So a rerun pays
+only for what is missing, and no item is paid twice (a metered backend inside a metered
+call delivers them, and its cache hits, upwards in turn). A backend that delivers nothing (the
+local and fake ones answer a batch whole) loses the failed call's answers, as before.
+
 A run killed midway and restarted on the same cache pays again for nothing it already had.
 """
 
@@ -141,9 +153,13 @@ class MeteredBackend:
                 fresh = compute(miss) if miss else []
         except BaseException:
             # what answered before the failure reported its usage; the rest may have been
-            # paid for all the same: charge its bound
-            meter.settle(bounds, sink.per_item() if sink is not None else [None] * len(miss),
-                         reserved)
+            # paid for all the same: charge its bound. What arrived is kept (cache, ledger)
+            real: list[TokenUsage | None] = sink.per_item() if sink is not None \
+                else [None] * len(miss)
+            paid = meter.settle(bounds, real, reserved)
+            got = sink.answers() if sink is not None else {}
+            self._keep_arrived(verb, keys, miss, got, paid, time.perf_counter() - t0,
+                               cacheable, {i: results[i] for i in range(len(items)) if hit[i]})
             raise
         latency = (time.perf_counter() - t0) / max(1, len(miss))
         paid = meter.settle(bounds, sink.per_item(), reserved)
@@ -158,12 +174,41 @@ class MeteredBackend:
         if self._cache is not None and cacheable:
             for i in miss:
                 self._cache.set(keys[i], results[i])
-        if self._ledger is not None:
-            lines = meter.ledger_rows(verb, keys, miss, paid, latency)
+        self._write_ledger(meter.ledger_rows(verb, keys, miss, paid, latency))
+        return results
+
+    def _keep_arrived(self, verb: str, keys: list[str], miss: list[int], got: dict[int, Any],
+                      paid: list[tuple[TokenUsage, bool]], elapsed: float, cacheable: bool,
+                      hits: dict[int, Any]) -> None:
+        """A failed call: keep the answers the inner backend delivered before it failed
+        (``got``, by index into ``miss``): cached, one paid ledger row each (the rest get
+        their rows when a rerun pays for them). Metered inside a metered call, they (and the
+        cache hits) are delivered upwards with their usage, for the outer call to keep."""
+        arrived = sorted(j for j in got if 0 <= j < len(miss))
+        if arrived and self._cache is not None and cacheable:
+            for j in arrived:
+                self._cache.set(keys[miss[j]], got[j])
+        if arrived:
+            self._write_ledger(self.meter.ledger_rows(
+                verb, [keys[miss[j]] for j in arrived], list(range(len(arrived))),
+                [paid[j] for j in arrived], elapsed / len(arrived)))
+        if usage_scope.active():
+            by_key = {keys[miss[j]]: got[j] for j in arrived}
+            charged = {miss[j]: paid[j][0] for j in range(len(miss))}
+            for i, k in enumerate(keys):
+                with usage_scope.serving([i]):
+                    use = charged.get(i, TokenUsage())  # hits and repeats: nothing
+                    usage_scope.report(use.prompt_tokens, use.completion_tokens)
+                    if i in hits:
+                        usage_scope.deliver([hits[i]])
+                    elif k in by_key:
+                        usage_scope.deliver([by_key[k]])
+
+    def _write_ledger(self, lines: list[str]) -> None:
+        if self._ledger is not None and lines:
             with self._lock:
                 self._ledger.write("\n".join(lines) + "\n")
                 self._ledger.flush()
-        return results
 
     # -- verbs ---------------------------------------------------------------------------
     def label_logprobs(

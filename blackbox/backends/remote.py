@@ -39,6 +39,9 @@ of ``samples`` replies): :mod:`blackbox.backends.remote_generate`.
 **Usage**: every response's ``usage`` (prompt and completion tokens) is reported to the
 metered wrapper (:mod:`blackbox.backends.usage`), credited to the item(s) the request
 served; what a request may cost before it is sent: :mod:`blackbox.backends.remote_usage`.
+Each request's answers are handed over as they arrive (:func:`~blackbox.backends.usage.deliver`),
+so when a batch fails part-way the metered wrapper keeps what was received; after the first
+failure nothing more of the batch is sent, and what is in flight is waited for.
 
 Retries live in the SDK only (``max_retries``, honouring ``retry-after``); every request has
 a ``timeout``. ``base_url`` may list several endpoints of one model (checked at the start
@@ -362,13 +365,20 @@ class RemoteBackend:
         return {"adapter": spec}
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any],
-             owners: Sequence[Sequence[int]] | None = None) -> list[Any]:
+             owners: Sequence[Sequence[int]] | None = None, rows: bool = False) -> list[Any]:
         """``fn`` over items on one thread per request slot (``max_concurrency`` per
         endpoint; the pool's adaptive limits decide how many are in flight), results in
         order. The usage each reports credits ``owners[j]``, the verb's items unit ``j``
         serves (default: unit ``j`` is item ``j``); each unit runs in a copy of the caller's
-        context, so the metered call's usage scope reaches the pool's threads."""
-        units = [_serving(fn, x, owners[j] if owners is not None else (j,))
+        context, so the metered call's usage scope reaches the pool's threads.
+
+        Each unit's answer is handed to the metered call as it arrives
+        (:func:`~blackbox.backends.usage.deliver`): without ``owners`` it is item ``j``'s;
+        with them and ``rows``, a list, one per owner; else (units that are parts of an
+        item's answer) nothing is delivered."""
+        deliver = "one" if owners is None else "rows" if rows else None
+        stop = threading.Event()  # set by the first failure: units not yet started skip
+        units = [_serving(fn, x, owners[j] if owners is not None else (j,), deliver, stop)
                  for j, x in enumerate(items)]
         if len(units) <= 1:
             return [u() for u in units]
@@ -378,14 +388,26 @@ class RemoteBackend:
                                                 thread_name_prefix="bbx-remote")
             pool = self._pool
         futures = [pool.submit(u) for u in units]
-        # the first failure ends the map at once: what is still queued is cancelled rather
-        # than waited for behind the failing calls (each would retry on the same dead server)
-        wait(futures, return_when=FIRST_EXCEPTION)
-        for f in futures:
-            if f.done() and f.exception() is not None:
-                for g in futures:
-                    g.cancel()
-                raise f.exception()  # type: ignore[misc]
+        # the first failure ends the map: nothing more is sent (what is queued is cancelled
+        # or skips, rather than retrying behind the failing calls on the same dead server),
+        # and what is in flight is waited for, since it is sent and paid for: its answer is
+        # delivered to the metered call, which keeps it
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # an interrupt: send nothing more
+            stop.set()
+            for g in futures:
+                g.cancel()
+            raise
+        failed = [f for f in futures if f.done() and not f.cancelled()
+                  and f.exception() is not None]
+        if failed:
+            stop.set()
+            for g in futures:
+                g.cancel()
+            wait(futures)
+            real = [f for f in failed if not isinstance(f.exception(), _Skipped)] or failed
+            raise real[0].exception()  # type: ignore[misc]
         return [f.result() for f in futures]
 
     def _chunk_owners(self, n: int) -> list[range]:
@@ -407,7 +429,8 @@ class RemoteBackend:
             return [r[field] for r in rows]
 
         return [r for part in self._map(one, self._chunks(items),
-                                        self._chunk_owners(len(items))) for r in part]
+                                        self._chunk_owners(len(items)), rows=True)
+                for r in part]
 
     # ---- the two routes -----------------------------------------------------------------
 
@@ -510,8 +533,8 @@ class RemoteBackend:
             return [r["logprobs"] for r in sorted(res["data"], key=lambda d: d["index"])]
 
         out = [None] * len(prompts)
-        for (_, idx), rows in zip(jobs, self._map(one, jobs, [idx for _, idx in jobs]),
-                                  strict=True):
+        for (_, idx), rows in zip(jobs, self._map(one, jobs, [idx for _, idx in jobs],
+                                                  rows=True), strict=True):
             for i, r in zip(idx, rows, strict=True):
                 out[i] = r
         return out
@@ -594,7 +617,8 @@ class RemoteBackend:
 
         texts = list(texts)
         return [v for part in self._map(one, self._chunks(texts),
-                                        self._chunk_owners(len(texts))) for v in part]
+                                        self._chunk_owners(len(texts)), rows=True)
+                for v in part]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Counts from the user's ``tokenizer`` when given, else an estimate (about 4
@@ -642,13 +666,32 @@ class RemoteBackend:
         return self._map(one, pairs, owners)
 
 
-def _serving(fn: Callable[[Any], Any], x: Any, owners: Sequence[int]) -> Callable[[], Any]:
-    """``fn(x)`` as a task for the pool: in a copy of this context, crediting ``owners``."""
+def _serving(fn: Callable[[Any], Any], x: Any, owners: Sequence[int],
+             deliver: str | None = None, stop: threading.Event | None = None
+             ) -> Callable[[], Any]:
+    """``fn(x)`` as a task for the pool: in a copy of this context, crediting ``owners``;
+    its answer delivered to the metered call as ``owners``' one answer (``deliver="one"``)
+    or as a list, one per owner (``"rows"``). With ``stop``: a failure sets it, and a task
+    that starts after that raises :class:`_Skipped` without sending anything."""
     def task() -> Any:
-        with usage.serving(owners):
-            return fn(x)
+        if stop is not None and stop.is_set():
+            raise _Skipped
+        try:
+            with usage.serving(owners):
+                got = fn(x)
+                if deliver is not None:
+                    usage.deliver([got] if deliver == "one" else got)
+                return got
+        except BaseException:
+            if stop is not None:
+                stop.set()
+            raise
 
     return usage.bind(task)
+
+
+class _Skipped(Exception):
+    """A pool task not run because another task of its map had failed."""
 
 
 def check_same_model(urls: list[str | None], infos: list[dict[str, Any]],

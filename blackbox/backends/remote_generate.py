@@ -13,9 +13,10 @@ argmax then picks the first label: count them in ``generate_stats``).
 With ``samples: n > 1`` the one request asks for ``n`` samples (``n=n``,
 ``temperature=sample_temperature``, ``seed=0``) and each word scores ``log(count / m)``
 over the ``m`` replies that came back (the floor when no reply chose it); a server without
-``n`` (llama.cpp) sends one reply, so ``m = 1`` and the row is one-hot
-(``generate_stats["short_of_n"]`` counts such prompts). These are no log-probs: methods
-that need real ones can read the capability and refuse, or note what they lose.
+``n`` (llama-cpp-python's; llama-server honours it) sends one reply, so ``m = 1`` and the
+row is one-hot (``generate_stats["short_of_n"]`` counts such prompts). These are no
+log-probs: methods that need real ones can read the capability and refuse, or note what
+they lose.
 """
 
 from __future__ import annotations

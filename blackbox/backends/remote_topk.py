@@ -5,8 +5,9 @@ request per prompt (``max_tokens=1, temperature=0``; on chat ``logprobs=true,
 top_logprobs=k``, k at most 20 as OpenAI allows); label words are matched to the top-k
 tokens as :mod:`blackbox.backends.labels` says (completions: the exact text, leading space
 included; chat: stripped and case-folded, ``" positive"`` -> ``"positive"``, variants
-summed). Each word still missing, when the server has a tokenize route (vLLM's and bbx's
-``/tokenize``, llama.cpp's ``/extras/tokenize``) and ``logit_bias`` is on, gets one more
+summed). Each word still missing, when the server has a tokenize route (vLLM's, bbx's and
+llama-server's ``/tokenize``, llama-cpp-python's ``/extras/tokenize``: :data:`TOKENIZE_ROUTES`)
+and ``logit_bias`` is on, gets one more
 call with a +``BIAS`` bias on its first token (on chat: of the stripped word), which makes
 it the greedy token, and the log-prob the server reports for that token is read: servers
 that report log-probs after the bias (as OpenAI does) give ``log p'``, and the unbiased
@@ -27,6 +28,7 @@ Split from ``remote.py`` to keep each module small; the functions take the backe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from blackbox.backends.labels import chat_word, floor, match_top
@@ -96,11 +98,25 @@ def first_token_id(b: RemoteBackend, text: str) -> int | None:
     return ids[0] if ids else None
 
 
+#: The tokenize routes servers have, by name: (path, request body). vLLM's and bbx's
+#: ``/tokenize`` read ``prompt``; llama.cpp's C++ ``llama-server`` has the same path but
+#: reads ``content`` (and answers ``{"tokens": []}`` to a ``prompt``); llama-cpp-python's
+#: is ``/extras/tokenize``.
+#: A body is made from (the model, the text).
+TOKENIZE_ROUTES: dict[str, tuple[str, Callable[[Any, str], dict[str, Any]]]] = {
+    "/tokenize": ("/tokenize", lambda model, text: {"model": model, "prompt": text,
+                                                    "add_special_tokens": False}),
+    "/tokenize (content)": ("/tokenize", lambda model, text: {"content": text,
+                                                              "add_special": False}),
+    "/extras/tokenize": ("/extras/tokenize", lambda model, text: {
+        "input": text, "add_special_tokens": False}),
+}
+
+
 def tokenize(b: RemoteBackend, text: str) -> list[int] | None:
-    """``text``'s token ids from the server's tokenize route (vLLM's and bbx's
-    ``/tokenize``, llama.cpp's ``/extras/tokenize``), the first that answers; ``None``
-    when it has none (remembered: later words skip the probe). The user's ``tokenizer``,
-    when given, answers instead of the server."""
+    """``text``'s token ids from the server's tokenize route (:data:`TOKENIZE_ROUTES`), the
+    first that answers with ids; ``None`` when it has none (remembered: later words skip the
+    probe). The user's ``tokenizer``, when given, answers instead of the server."""
     import openai
 
     if b.tokenizer is not None:
@@ -112,19 +128,19 @@ def tokenize(b: RemoteBackend, text: str) -> list[int] | None:
     # (with several endpoints the first may be out)
     client = b.client
     root = str(client.base_url).rstrip("/").removesuffix("/v1")
-    routes = [b.tokenize_route] if b.tokenize_route else ["/tokenize", "/extras/tokenize"]
-    for route in routes:
-        body = {"model": b.model, "prompt": text, "add_special_tokens": False} \
-            if "/extras/" not in route else {"input": text, "add_special_tokens": False}
+    names = [b.tokenize_route] if b.tokenize_route else list(TOKENIZE_ROUTES)
+    for name in names:
+        path, body = TOKENIZE_ROUTES[name]
         try:
-            res = client.post(root + route, body=body, cast_to=object)
+            res = client.post(root + path, body=body(b.model, text), cast_to=object)
         except openai.APIConnectionError:
             return None  # the endpoint is down, not routeless: ask again next time
         except openai.APIStatusError:
             continue
         tokens = res.get("tokens") if isinstance(res, dict) else None
-        if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
-            b.tokenize_route = route
+        if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens) and (
+                tokens or not text or b.tokenize_route):
+            b.tokenize_route = name
             return tokens
     b.tokenize_route = None
     return None

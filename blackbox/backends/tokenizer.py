@@ -1,8 +1,9 @@
 """A tokenizer the user names for a remote model, where its server has none to ask.
 
 ``logit_bias`` (recovering label words outside the top-k) and ClaPS's candidate vocabulary
-need the model's token ids. A server may say them (bbx's and vLLM's ``/tokenize``,
-llama.cpp's ``/extras/tokenize``, bbx's ``/v1/vocabulary``); a hosted API does not. Then
+need the model's token ids. A server may say them (bbx's, vLLM's and llama-server's
+``/tokenize``, llama-cpp-python's ``/extras/tokenize``, bbx's ``/v1/vocabulary``); a hosted
+API does not. Then
 ``backend.tokenizer`` names one: a local Hugging Face tokenizer folder, loaded offline. It
 must be the served model's own tokenizer: ids from another one bias the wrong tokens.
 

@@ -1,4 +1,4 @@
-"""Token usage as backends report it, per item of a metered call.
+"""Token usage (and answers) as backends report them, per item of a metered call.
 
 The verbs return only their results (plain JSON values, cached as they are), so usage
 travels beside them: :class:`~blackbox.backends.metered.MeteredBackend` opens a
@@ -8,6 +8,12 @@ travels beside them: :class:`~blackbox.backends.metered.MeteredBackend` opens a
 counts). A report is credited to the items the code is *serving* at that moment
 (:func:`serving`): one request per item credits that item exactly; a request that serves a
 chunk of items splits its counts evenly over them (the totals stay exact).
+
+A backend that answers a batch in parts (the remote backend: one request per prompt, or
+per chunk) also hands each part's answers over as they arrive (:func:`deliver`, credited
+like usage to the items being served). The metered wrapper ignores them when the call
+returns; when it fails part-way, they are what it caches and records before re-raising,
+so what was received and paid for is not bought again on a rerun.
 
 The scope lives in :mod:`contextvars`, so concurrent metered calls on different threads
 never mix their counts; a backend that fans requests out to a thread pool runs each one
@@ -45,6 +51,7 @@ class UsageSink:
         self.n = n
         self._items = [TokenUsage()] * n
         self._reported = [False] * n
+        self._answers: dict[int, Any] = {}
         self._lock = threading.Lock()
 
     def add(self, usage: TokenUsage, items: Sequence[int]) -> None:
@@ -59,6 +66,17 @@ class UsageSink:
             for j, i in enumerate(items):
                 self._items[i] += TokenUsage(p + (j < pr), c + (j < cr))
                 self._reported[i] = True
+
+    def deliver(self, answers: Sequence[Any], items: Sequence[int]) -> None:
+        """Record ``answers[j]`` as item ``items[j]``'s answer."""
+        with self._lock:
+            for i, a in zip(items, answers, strict=True):
+                self._answers[i] = a
+
+    def answers(self) -> dict[int, Any]:
+        """The answers delivered so far, by item index."""
+        with self._lock:
+            return dict(self._answers)
 
     def per_item(self) -> list[TokenUsage | None]:
         """Per item its reported usage, ``None`` where no response reported any."""
@@ -110,6 +128,15 @@ def report(prompt_tokens: int | None, completion_tokens: int | None = 0) -> None
         return
     sink.add(TokenUsage(int(prompt_tokens or 0), int(completion_tokens or 0)),
              _OWNERS.get() or ())
+
+
+def deliver(answers: Sequence[Any]) -> None:
+    """A backend hands over the answers of the items it is serving, one each, in order
+    (no-op outside a metered call, or when the count does not match: nothing is guessed)."""
+    sink, owners = _SINK.get(), _OWNERS.get()
+    if sink is None or owners is None or len(answers) != len(owners):
+        return
+    sink.deliver(list(answers), owners)
 
 
 def report_items(usages: Sequence[TokenUsage]) -> None:
