@@ -205,6 +205,7 @@ def claim_lines(all_comps: dict[str, list[dict[str, Any]]], runs: list[dict[str,
             return "not measured (no run recorded both)", "0 of 0"
         words = [verdict(c["pooled"]) for _, c in cs]
         losses = [f"{t} {c['cell']}" for t, c in cs if verdict(c["pooled"]) == "loses to"]
+        losses = [x.replace(", ", "/") for x in losses]
         return (f"beats {obj} in {words.count('beats')} of {len(cs)} cells (task × acquisition "
                 f"× labels, mean over seeds), is not distinguishable in "
                 f"{words.count('is not distinguishable from')}, loses in "
@@ -218,13 +219,15 @@ def claim_lines(all_comps: dict[str, list[dict[str, Any]]], runs: list[dict[str,
     whole, _ = count("the linear student (active learning)",
                      "the linear student of the whole pool")
     s = runs[0]["summary"]
+    feats = "/".join(sorted({"MiniLM" if r["summary"]["features"] == "minilm" else
+                             f"{r['summary']['features']}" for r in runs}))
     pool_q = sorted({r["summary"]["whole_pool"]["queries"] for r in runs
                      if r["summary"].get("whole_pool")})
     return [
         "**The paper's claim beside what was found.** *Paper* (Zhao et al. 2022, LMTurk: "
         "few-shot learners as crowdsourcing workers): a small model trained on the labels of "
         "few-shot LLM workers approaches or exceeds the workers' own accuracy. *Found*:", "",
-        f"- the linear student (logistic regression on frozen MiniLM features) {lin}; it is "
+        f"- the linear student (logistic regression on frozen {feats} features) {lin}; it is "
         f"not below the workers in {lin_ok} cells;",
         f"- the fine-tuned student (MiniLM fine-tuned end to end) {ft}; it is not below the "
         f"workers in {ft_ok} cells;",

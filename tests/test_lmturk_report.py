@@ -26,7 +26,7 @@ def _summary(task: str, acq: str, mode: str, student: str, whole: str = ALL,
     return {
         "task": task, "acquisition": acq, "aggregation": "mean", "workers": 3, "gold": 32,
         "pool": 40, "pool_source": "seeded half of the test split", "eval": len(student),
-        "query_budget": 90, "queries": 90, "labelled": 30, "accuracy": acc,
+        "features": "minilm", "query_budget": 90, "queries": 90, "labelled": 30, "accuracy": acc,
         "gold_only_accuracy": 0.0, "correct": student, "gold_only_correct": NONE,
         "upper_bound_accuracy": 0.9, "label_accuracy": {"mean": 0.8},
         "workers_eval": {"items": len(workers), "per_worker": [0.1, 0.2, 0.3], "mean": 0.0,
@@ -105,7 +105,7 @@ def test_paired_rows_and_verdicts(tmp_path: Path) -> None:
             "4, loses in 0; it is not below the workers in 4 of 4 cells;") in claim
     assert ("against the workers labelling the whole pool (120 queries): the linear student "
             "beats the linear student of the whole pool in 0 of 4 cells") in claim
-    assert "loses in 2 (sst-2 random, hard, sst-2 entropy, hard)." in claim
+    assert "loses in 2 (sst-2 random/hard, sst-2 entropy/hard)." in claim
 
 
 def test_one_seed_interval_is_that_seeds_own(tmp_path: Path) -> None:

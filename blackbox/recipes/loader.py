@@ -90,7 +90,8 @@ def overrides_between(base: dict[str, Any], data: dict[str, Any],
                       skip: tuple[str, ...] = ()) -> list[str]:
     """The ``key.sub=value`` overrides that turn ``base`` into ``data`` (the inverse of
     :func:`apply_overrides`, for a results file's reproduce command): nested mappings as
-    dotted keys, keys in ``skip`` (dotted) left out, keys ``data`` lacks ignored."""
+    dotted keys (one of another ``kind`` whole), keys in ``skip`` (dotted) left out, keys
+    ``data`` lacks ignored."""
     out: list[str] = []
 
     def raw(v: Any) -> str:
@@ -108,7 +109,10 @@ def overrides_between(base: dict[str, Any], data: dict[str, Any],
             if key in skip:
                 continue
             old = a.get(k) if isinstance(a, dict) else None
-            if isinstance(b[k], dict) and isinstance(old, dict):
+            # a tagged mapping of another kind (a backend) is replaced whole: its old keys
+            # would not validate under the new kind
+            if isinstance(b[k], dict) and isinstance(old, dict) and old.get("kind") == b[k].get(
+                    "kind"):
                 walk(old, b[k], key + ".")
             elif not (isinstance(a, dict) and k in a and old == b[k]):
                 out.append(f"{key}={raw(b[k])}")
