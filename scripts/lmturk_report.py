@@ -466,13 +466,19 @@ def config_lines(runs: list[dict[str, Any]], recipe: Path) -> list[str]:
     paid = sum(u["by_verb"].get("label_logprobs", 0) for u in usage)
     logical = sum(x["summary"]["queries"] for x in runs)
     wall = sum(x["summary"]["run_wall_s"] for x in runs)
+    overlaps = sorted({f"{x['task']} s{x['seed']}: {o['count']} of {o['of']} {o['held_out']} "
+                       f"texts also in the {o['fit']} (e.g. {o['example'][:40]!r})"
+                       for x in runs for o in (x["summary"].get("notes") or {}).get("overlap", [])})
+    shared = ([f"Runs that went on with texts shared between the fit and held-out sets "
+               f"(allow_overlap; from their notes): {'; '.join(overlaps)}.", ""]
+              if overlaps else [])
     return [f"Configuration ({portable(recipe)}): "
             + ", ".join(f"`{k}={r.get(k)}`" for k in keys) + f"; backend `{r['backend']}`.",
             "",
             f"{len(runs)} runs. Annotation queries on the learning curves: {logical}; LLM calls "
             f"actually paid (worker answers not yet in the shared response cache; the workers "
             f"on the evaluation set and on the whole pool included): {paid}; wall time of all "
-            f"runs: {wall / 60:.0f} min.", ""]
+            f"runs: {wall / 60:.0f} min.", "", *shared]
 
 
 def render(runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path,

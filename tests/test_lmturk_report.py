@@ -61,8 +61,10 @@ def _grid(root: Path) -> None:
         for acq in ("random", "entropy"):
             _write(root, _summary("sst-2", acq, "soft", ALL), seed, "soft", ["eval_limit=10"])
             _write(root, _summary("sst-2", acq, "hard", NONE), seed, "hard", ["eval_limit=10"])
-    _write(root, _summary("trec", "random", "soft", HALF, workers="0101010101"), 13, "soft",
-           ["eval_limit=10"])
+    trec = _summary("trec", "random", "soft", HALF, workers="0101010101")
+    trec["notes"] = {"overlap": [{"fit": "pool", "held_out": "evaluation set", "count": 1,
+                                  "of": 10, "example": "What is diabetes ?"}]}
+    _write(root, trec, 13, "soft", ["eval_limit=10"])
 
 
 FULL, ZERO, LOST = "+100.0 [+100.0, +100.0]", "+0.0 [+0.0, +0.0]", "-100.0 [-100.0, -100.0]"
@@ -142,5 +144,7 @@ def test_report_script_renders_the_grid(tmp_path: Path) -> None:
     assert (" --tasks sst-2 trec --seeds 13 42 --acquisitions random entropy --label-modes "
             "soft hard --set eval_limit=10 --lock /tmp/bbx-heavy.lock") in text
     assert "recipes/lmturk-grid.yaml" in text
+    assert ("(allow_overlap; from their notes): trec s13: 1 of 10 evaluation set texts also in "
+            "the pool (e.g. 'What is diabetes ?').") in text
     assert (tmp_path / "lmturk" / "lmturk-sst-2.png").is_file()
     assert "![sst-2 learning curves](lmturk/lmturk-sst-2.png)" in text
