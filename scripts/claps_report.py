@@ -1,10 +1,13 @@
 """``results/claps.md`` and the query-efficiency plot, from the ClaPS grid's run directories.
 
 Reads every finished run under ``--runs`` (see ``scripts/claps_grid.py``); nothing is typed
-in. Writes the markdown tables, ``results/claps-efficiency.png`` (best-so-far train accuracy
-against train queries) and ``results/claps-runs.json`` (the per-run numbers the tables use).
+in. Writes the markdown tables (accuracy, query efficiency, ClaPS minus each baseline on the
+same test items with 95% bootstrap intervals, the paper's claim beside what was found), the
+efficiency plot (best-so-far train accuracy against train queries) and the per-run numbers
+the tables use, both named after ``--out`` (``results/claps.md``: ``claps-efficiency.png``,
+``claps-runs.json``).
 
-    .venv/bin/python scripts/claps_report.py
+    .venv/bin/python scripts/claps_report.py [--runs results/claps-grid-runs]
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from claps_grid import DEFAULT_METHODS, SEEDS, TASKS, run_name  # noqa: E402  (the grid's cells)
+from claps_grid import (  # noqa: E402  (the grid's cells)
+    DEFAULT_METHODS,
+    SEEDS,
+    TASKS,
+    cell_recipe,
+    run_name,
+)
 
 from blackbox.paths import portable  # noqa: E402
 
@@ -76,6 +85,7 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
         mb = json.loads(manifest.read_text()).get("backend", {}) if manifest.is_file() else {}
         extra = mb.get("capabilities", {}).get("extra", {})
         out.append({"task": recipe["task"], "seed": recipe["seed"], "method": method,
+                    "recipe": recipe, "train_n": n,
                     "placement": f"{extra.get('device', '?')} / {extra.get('dtype', '?')}",
                     "fingerprint": mb.get("fingerprint"),
                     "run_dir": portable(s.parent),
@@ -88,6 +98,7 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
                     "train_queries": summary["queries"]["train_total"],
                     "pruning_queries": pruning, "paid": summary["usage"]["queries"],
                     "cached": summary["usage"]["cached"], "wall_s": summary["run_wall_s"],
+                    "overlap": (summary.get("notes") or {}).get("overlap", []),
                     "pruned": (summary.get("vocab") or {}).get("pruned"), "curve": curve,
                     "curve_r": curve_r})
     # runs made before manifests recorded the dtype: the backend fingerprint hashes the
@@ -243,30 +254,135 @@ def efficiency_table(eff: list[dict[str, Any]], what: str,
     return lines
 
 
-def paired_table(runs: list[dict[str, Any]], base: str) -> list[str]:
-    """ClaPS (greedy, genetic) minus ``base`` per task and seed on the same test items:
-    accuracy points with a 95% bootstrap interval over the items."""
-    from blackbox.stats import format_diff, paired_bootstrap
+#: the baselines each ClaPS variant is compared with item by item
+BASELINES = ("manual", "random-search", "random-prune")
+
+
+def comparisons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ClaPS (greedy, genetic) minus each baseline, per (task, variant, baseline): the paired
+    difference on each seed's test items (``seeds``: seed -> :func:`paired_bootstrap`) and
+    their mean over the seeds (``pooled``; the one seed's own where only one paired up).
+
+    Every seed scores the same test items (the task's test split, or the shared seeded
+    subset), so the pooled interval draws the items once for every seed."""
+    from blackbox.stats import paired_bootstrap, pooled_bootstrap
 
     by = {(r["task"], r["seed"], r["method"]): r.get("test_correct") for r in runs}
-    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in by)]
-    seeds = sorted({k[1] for k in by})
-    out = [f"| task | ClaPS − {LABELS[base]} | " + " | ".join(f"s{s}" for s in seeds) + " |",
-           "|---|---|" + "---:|" * len(seeds)]
-    for t in tasks:
+    out = []
+    for t in [t for t in TASK_ORDER if any(k[0] == t for k in by)]:
+        seeds = sorted({k[1] for k in by if k[0] == t})
         for m in CLAPS:
-            cols = []
-            for sd in seeds:
-                a, b = by.get((t, sd, base)), by.get((t, sd, m))
-                ok = a is not None and b is not None and len(a) == len(b)
-                cols.append(format_diff(paired_bootstrap(a, b)) if ok else "–")
-            if any(c != "–" for c in cols):
-                out.append(f"| {t} | {LABELS[m]} | " + " | ".join(cols) + " |")
-    return out if len(out) > 2 else []
+            for base in BASELINES:
+                pairs = {sd: (a, b) for sd in seeds
+                         if (a := by.get((t, sd, base))) and (b := by.get((t, sd, m)))
+                         and len(a) == len(b)}
+                if not pairs:
+                    continue
+                per = {sd: paired_bootstrap(a, b) for sd, (a, b) in pairs.items()}
+                same = len({len(a) for a, _ in pairs.values()}) == 1
+                pooled = (pooled_bootstrap(list(pairs.values()), same_items=same)
+                          if len(pairs) > 1 else next(iter(per.values())))
+                out.append({"task": t, "method": m, "base": base, "seeds": per,
+                            "pooled": pooled, "n": sorted({r["n"] for r in per.values()})})
+    return out
+
+
+def paired_tables(comps: list[dict[str, Any]]) -> list[str]:
+    """One table per task: a row per (ClaPS variant, baseline), a column per seed, the mean
+    over seeds and its verdict."""
+    from blackbox.stats import format_diff, verdict
+
+    out = []
+    for t in dict.fromkeys(c["task"] for c in comps):
+        mine = [c for c in comps if c["task"] == t]
+        seeds = sorted({sd for c in mine for sd in c["seeds"]})
+        sizes = sorted({n for c in mine for n in c["n"]})
+        same = ("the same items for every seed and method" if len(sizes) == 1 else
+                "the seeds scored different numbers of items: resampled per seed")
+        out += [f"*{t}*: {' / '.join(map(str, sizes))} test items per seed, {same}.", "",
+                "| ClaPS − baseline | " + " | ".join(f"s{s}" for s in seeds)
+                + " | mean over seeds | verdict |", "|---|" + "---:|" * (len(seeds) + 1)
+                + "---|"]
+        for c in mine:
+            cols = [format_diff(c["seeds"][sd]) if sd in c["seeds"] else "–" for sd in seeds]
+            pooled = format_diff(c["pooled"]) if len(c["seeds"]) > 1 else "–"
+            out.append(f"| {LABELS[c['method']]} − {LABELS[c['base']]} | " + " | ".join(cols)
+                       + f" | {pooled} | {verdict(c['pooled'])} |")
+        out.append("")
+    return out
+
+
+def _seed_counts(c: dict[str, Any]) -> str:
+    from blackbox.stats import verdict
+
+    words = [verdict(r) for r in c["seeds"].values()]
+    return (f"seed by seed: {words.count('beats')} above zero, {words.count('loses to')} "
+            f"below, {words.count('is not distinguishable from')} holding zero")
+
+
+def verdict_lines(comps: list[dict[str, Any]]) -> list[str]:
+    """One sentence per (task, ClaPS variant), every word chosen by the intervals."""
+    from blackbox.stats import format_diff, verdict
+
+    out = []
+    for t, m in dict.fromkeys((c["task"], c["method"]) for c in comps):
+        mine = [c for c in comps if c["task"] == t and c["method"] == m]
+        parts = [f"{verdict(c['pooled'])} {LABELS[c['base']]}, {format_diff(c['pooled'])}"
+                 + (f" ({_seed_counts(c)})" if len(c["seeds"]) > 1 else
+                    f" (seed {next(iter(c['seeds']))} only)") for c in mine]
+        n_seeds = max(len(c["seeds"]) for c in mine)
+        over = f"mean over {n_seeds} seeds" if n_seeds > 1 else "one seed"
+        out.append(f"- {t}, {LABELS[m]} ({over}, points [95% interval]): "
+                   + "; ".join(parts) + ".")
+    return out
+
+
+def claim_lines(runs: list[dict[str, Any]], comps: list[dict[str, Any]],
+                eff_r: list[dict[str, Any]]) -> list[str]:
+    """The paper's two claims, each beside what these runs found."""
+    from blackbox.stats import verdict
+
+    words = [verdict(c["pooled"]) for c in comps]
+    losses = [f"{c['task']}: {LABELS[c['method']]} − {LABELS[c['base']]}" for c in comps
+              if verdict(c["pooled"]) == "loses to"]
+    pairs = list(dict.fromkeys((c["task"], c["method"]) for c in comps))
+    held = [p for p in pairs if not any(c["task"] == p[0] and c["method"] == p[1]
+                                        and verdict(c["pooled"]) == "loses to" for c in comps)]
+    if comps:
+        found = (f"of {len(comps)} comparisons (task × ClaPS variant × baseline, mean over "
+                 f"seeds), ClaPS beats the baseline in {words.count('beats')}, is not "
+                 f"distinguishable from it in {words.count('is not distinguishable from')} "
+                 f"and loses to it in {words.count('loses to')}"
+                 + (f" ({'; '.join(losses)})" if losses else "") + f". ClaPS ≥ every "
+                 f"baseline (no loss) holds for {len(held)} of {len(pairs)} (task, variant) "
+                 "pairs" + (f": {', '.join(f'{t} {LABELS[m]}' for t, m in held)}."
+                            if 0 < len(held) < len(pairs) else "."))
+    else:
+        found = "not measured yet (no ClaPS run paired with a baseline on the same items)."
+
+    def per_run(m: str) -> str:
+        mine = [r for r in runs if r["method"] == m]
+        if not mine:
+            return f"{LABELS[m]} not run"
+        tq = statistics.fmean(r["train_queries"] for r in mine)
+        pq = statistics.fmean(r["pruning_queries"] for r in mine)
+        return f"{LABELS[m]} {tq:.0f}" + (f" ({pq:.0f} of them pruning)" if pq else "")
+
+    return [
+        "**The paper's claims beside what was found.**", "",
+        "- Accuracy. *Paper* (Zhou et al. 2023): searching the clustered, pruned vocabulary "
+        "(ClaPS) finds prompts at least as accurate as the baselines, a manual prompt and "
+        "searches without the influence pruning among them. *Found*: " + found,
+        "- Queries. *Paper*: ClaPS needs far fewer model queries than RL-based prompt search "
+        "(RLPrompt). RLPrompt is not run here; full-vocabulary random search stands in for a "
+        "search without pruning. *Found*: train queries per run, mean over runs: "
+        + "; ".join(per_run(m) for m in ("claps-greedy", "claps-genetic", "random-search"))
+        + f". Reaching random search's final train reward: {goal_summary(eff_r)}", ""]
 
 
 def render(runs: list[dict[str, Any]], eff: list[dict[str, Any]],
-           eff_r: list[dict[str, Any]], base: dict[str, Any], command: str) -> str:
+           eff_r: list[dict[str, Any]], base: dict[str, Any], command: str,
+           plot_name: str = "results/claps-efficiency.png") -> str:
     """The generated part of ``results/claps.md``. Cells of the grid that have not finished
     are shown as missing, so a partial grid renders as well as a whole one."""
     tasks, seeds, methods = grid_cells(runs)
@@ -312,70 +428,144 @@ def render(runs: list[dict[str, Any]], eff: list[dict[str, Any]],
     counts = {p: sum(r["placement"] == p for r in runs)
               for p in sorted({r["placement"] for r in runs})}
     engine = "; ".join(f"{p} ({n} runs)" for p, n in counts.items())
+    comps = comparisons(runs)
+    test_n = {t: sorted({r["test_n"] for r in runs if r["task"] == t and r["test_n"]})
+              for t in tasks}
+    sizes = "; ".join(f"{t} {'/'.join(map(str, ns))}" for t, ns in test_n.items() if ns)
+    train_n = {t: sorted({r["train_n"] for r in runs if r["task"] == t}) for t in tasks}
+    steps = "; ".join(f"{t} {'/'.join(map(str, ns))} examples ({100 / max(ns):.1f}+ points "
+                      "a step)" for t, ns in train_n.items() if ns)
+    reach_share = [r["rs_reach"] / r["rs_total"] for r in eff if "target" in r]
+    rs_early = (f"random search reached its final train accuracy after a median "
+                f"{statistics.median(reach_share):.0%} of its queries (second column)"
+                if reach_share else "random search has no finished run yet")
+    overlaps = sorted({f"{r['task']} s{r['seed']}: {o['count']} of {o['of']} {o['held_out']} "
+                       f"texts also in {o['fit']} (e.g. {o['example']!r})"
+                       for r in runs for o in r["overlap"]})
     return "\n".join([
         status, "", f"Engine device / dtype (from the runs' manifests): {engine}.", "",
+        *([f"Runs that went on with texts shared between the fit and held-out sets "
+           f"(allow_overlap; from their notes): {'; '.join(overlaps)}.", ""] if overlaps else []),
+        *claim_lines(runs, comps, eff_r),
         f"**Test accuracy (%)**, mean ± std over seeds ({'/'.join(map(str, seeds))}; "
-        f"“(k/{len(seeds)})” where only k seeds finished); {total_wall / 3600:.1f} h of wall "
-        "time in all.",
-        "", table, "", "**Query efficiency.** Train queries (logical: one prompt scored on one "
+        f"“(k/{len(seeds)})” where only k seeds finished); test items per run: "
+        f"{sizes or 'none scored yet'}; {total_wall / 3600:.1f} h of wall time in all.",
+        "", table, "",
+        "**Paired differences**: ClaPS minus each baseline on the same test items, accuracy "
+        "points with a 95% bootstrap interval over the items (10,000 resamples), per seed "
+        "and as the mean over seeds (the items drawn once for every seed: the interval covers "
+        "the test items, the per-seed columns show the seeds). Verdict: *beats* / *loses to* "
+        "where the interval lies above / below zero, *is not distinguishable from* where it "
+        "holds zero.", "",
+        *(paired_tables(comps) or ["No ClaPS run is paired with a baseline on the same test "
+                                   "items yet.", ""]),
+        *verdict_lines(comps), "",
+        "**Query efficiency.** Train queries (logical: one prompt scored on one "
         "train example, cached or not) ClaPS needed before its best-so-far *train* accuracy "
         "reached the final best train accuracy of full-vocabulary random search on the same "
-        "train batch, pruning included (search only in brackets), and as a share of random "
-        f"search's budget (✓: within the goal of {GOAL:.0%}). Plot: "
-        "`results/claps-efficiency.png`.", "", "\n".join(eff_lines), "",
+        "train examples, pruning included (search only in brackets), and as a share of random "
+        f"search's budget (✓: within the goal of {GOAL:.0%}). Plot: `{plot_name}`.", "",
+        "\n".join(eff_lines), "",
         f"Goal (at most {GOAL:.0%} of random search's queries): {goal_summary(eff)}", "",
-        "Train accuracy on a batch of 8 examples moves in steps of 12.5% and saturates: "
-        "random search often reaches its final value within its first few prompts (second "
-        "column), so the same measure by **train reward** (mean log-likelihood of the gold "
-        "label over the batch, the quantity the searches maximize; it does not saturate):",
+        f"Train accuracy moves in steps of one example of the reward set ({steps}); "
+        f"{rs_early}. The same measure by **train reward** (mean log-likelihood of the gold "
+        "label over the reward set, the quantity the searches maximize, not stepped):",
         "", "\n".join(eff_r_lines), "",
-        f"By reward: {goal_summary(eff_r)}",
-        *(["", "**Paired differences** on the same test items (points, 95% bootstrap "
-            "interval over the items), per seed:", "",
-            "\n".join(paired_table(runs, "manual")), "",
-            "\n".join(paired_table(runs, "random-search"))]
-          if paired_table(runs, "manual") else []),
-        "", "**Best prompts** (selected on dev among the 3 best train prompts):", "",
+        f"By reward: {goal_summary(eff_r)}", "",
+        f"**Best prompts** (selected on dev among the {base.get('select_top', 3)} best train "
+        "prompts):", "",
         "\n".join(prompts), "",
-        f"Reproduce: `{command}` then `.venv/bin/python scripts/claps_report.py`.",
+        f"Reproduce: {command}",
         "", f"Base recipe: `{json.dumps(base, sort_keys=True)}`",
     ])
 
 
+def reproduce(runs: list[dict[str, Any]], runs_dir: Path, base_path: Path,
+              report_args: str) -> str:
+    """The grid command that makes these runs, read back from their saved recipes: the
+    ``--search-trials`` and ``--set`` overrides that turn the base recipe into every run's
+    own (``cell_recipe``, as the grid builds them), then the report command."""
+    import shlex
+
+    import yaml
+
+    from blackbox.recipes import load_recipe
+    from blackbox.recipes.loader import overrides_between
+
+    base = yaml.safe_load(yaml.safe_dump(load_recipe(base_path).model_dump(mode="json")))
+
+    def sets(k: int) -> set[str]:
+        found: set[str] = set()
+        for r in runs:
+            want = cell_recipe(base, r["task"], r["seed"], r["method"], runs_dir, k or None)
+            found |= set(overrides_between(want, r["recipe"],
+                                           skip=("output_dir", "cache_dir", "name")))
+        return found
+
+    # 0: the base recipe's queries and test_limit as they are (the earlier grid)
+    trials = [0] + sorted({r["recipe"]["queries"] // r["train_n"] for r in runs
+                           if r["method"] == "random-search"})
+    k = min(trials, key=lambda k: len(sets(k)))
+    extra = sorted(sets(k))
+    keys = [x.partition("=")[0] for x in extra]
+    mixed = sorted({key for key in keys if keys.count(key) > 1})
+    tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
+    tasks += sorted({r["task"] for r in runs} - set(tasks))
+    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
+    fake = any(str(r["fingerprint"]).startswith("fake:") for r in runs)
+    grid = ("scripts/claps_grid.py" + (" --fake" if fake else "")
+            + f" --runs {portable(runs_dir)} --base {portable(base_path)} --tasks "
+            + " ".join(tasks) + " --seeds " + " ".join(map(str, sorted({r["seed"] for r in runs})))
+            + " --methods " + " ".join(methods) + f" --search-trials {k}"
+            + "".join(f" --set {shlex.quote(x)}" for x in extra) + " --lock /tmp/bbx-heavy.lock")
+    note = (f" (the cells differ in {', '.join(mixed)}: each cell's recipe.yaml has its own)"
+            if mixed else "")
+    return (f"`.venv/bin/python {grid}`{note}, then `.venv/bin/python scripts/claps_report.py "
+            f"{report_args}`.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=REPO / "results" / "claps-runs")
+    ap.add_argument("--runs", type=Path, default=REPO / "results" / "claps-grid-runs")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "claps.md",
                     help="the generated part goes between the BEGIN/END markers of this file "
                     "(the prose around them is kept); a new file gets just the tables")
-    ap.add_argument("--plot", type=Path, default=REPO / "results" / "claps-efficiency.png")
-    ap.add_argument("--json", type=Path, default=REPO / "results" / "claps-runs.json")
-    ap.add_argument("--base", type=Path, default=REPO / "recipes" / "claps-sst2.yaml")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="the efficiency plot (default: <out>-efficiency.png beside --out)")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="the per-run numbers (default: <out>-runs.json beside --out)")
+    ap.add_argument("--base", type=Path, default=REPO / "recipes" / "claps-grid.yaml",
+                    help="the grid's base recipe (claps_grid.py --base)")
     args = ap.parse_args()
     import yaml
+
+    plot_path = args.plot or args.out.with_name(f"{args.out.stem}-efficiency.png")
+    json_path = args.json or args.out.with_name(f"{args.out.stem}-runs.json")
 
     runs = load_runs(args.runs)
     if not runs:
         raise SystemExit(f"no finished ClaPS grid runs under {args.runs}")
     eff = efficiency_rows(runs)
     eff_r = efficiency_rows(runs, "curve_r")
-    plot(runs, args.plot)
-    command = ("flock /tmp/bbx-heavy.lock .venv/bin/python scripts/claps_grid.py "
-               "--tasks " + " ".join(sorted({r['task'] for r in runs})) + " --seeds "
-               + " ".join(str(s) for s in sorted({r['seed'] for r in runs})))
-    base = yaml.safe_load(args.base.read_text())
-    body = render(runs, eff, eff_r, base, command)
+    plot(runs, plot_path)
+    report_args = f"--runs {portable(args.runs)} --base {portable(args.base)} --out " \
+        f"{portable(args.out)}"
+    command = reproduce(runs, args.runs, args.base, report_args)
+    base = yaml.safe_load(args.base.read_text())  # as written (the schema fills the rest)
+    plot_name = portable(plot_path) if plot_path.parent != args.out.parent else plot_path.name
+    body = render(runs, eff, eff_r, base, command, plot_name)
     text = args.out.read_text() if args.out.is_file() else f"{BEGIN}\n{END}\n"
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{args.out} has no {BEGIN} ... {END} markers")
     head, _, rest = text.partition(BEGIN)
     args.out.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.partition(END)[2]}")
-    slim = [{k: v for k, v in r.items() if k not in ("curve", "curve_r")} for r in runs]
-    args.json.write_text(json.dumps({"runs": slim, "efficiency": eff,
+    slim = [{k: v for k, v in r.items() if k not in ("curve", "curve_r", "recipe")}
+            for r in runs]
+    json_path.write_text(json.dumps({"runs": slim, "efficiency": eff,
                                      "efficiency_reward": eff_r}, indent=1,
                                     default=lambda x: None if isinstance(x, float)
                                     and math.isnan(x) else x) + "\n")
-    print(f"wrote {args.out}, {args.plot}, {args.json} ({len(runs)} runs)")
+    print(f"wrote {args.out}, {plot_path}, {json_path} ({len(runs)} runs)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from blackbox.api import run_recipe
 from blackbox.backends.fake import FakeBackend
 from blackbox.errors import BbxError
 from blackbox.recipes import load_recipe
-from blackbox.recipes.loader import apply_overrides
+from blackbox.recipes.loader import apply_overrides, overrides_between
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.name.startswith("_"))
@@ -48,6 +48,23 @@ def test_include_cycle_and_missing_file(tmp_path) -> None:
         load_recipe(tmp_path / "a.yaml")
     with pytest.raises(BbxError, match="not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_overrides_between_is_the_inverse_of_apply_overrides() -> None:
+    base = {"task": "sst-2", "seed": 1, "test_limit": None, "name": "x",
+            "backend": {"kind": "local", "model": "default"}}
+    data = {"task": "sst-2", "seed": 13, "test_limit": 40, "name": "y", "label": "13",
+            "backend": {"kind": "local", "model": "other"}, "tags": [1, 2]}
+    sets = overrides_between(base, data, skip=("name",))
+    assert sets == ["backend.model=other", 'label="13"', "seed=13", "tags=[1, 2]",
+                    "test_limit=40"]
+    assert apply_overrides(base, sets) == {**data, "name": "x"}
+    assert overrides_between(data, data) == []
+    # another backend kind: the whole mapping, since the old kind's keys would not validate
+    fake = {**base, "backend": {"kind": "fake", "seed": 0}}
+    assert overrides_between(base, fake) == ['backend={"kind": "fake", "seed": 0}']
+    assert overrides_between({**base, "backend": {"kind": "fake", "seed": 1}}, fake) == [
+        "backend.seed=0"]
 
 
 def test_set_needs_key_value() -> None:

@@ -36,3 +36,24 @@ def test_the_interval_narrows_with_more_items() -> None:
         r = paired_bootstrap(a.astype(int), b.astype(int), n_boot=2000)
         widths.append(r["hi"] - r["lo"])
     assert widths[1] < widths[0] / 2  # ~1/sqrt(16) = 1/4 of the width
+
+
+def test_pooled_bootstrap_over_seeds_and_the_verdict_words() -> None:
+    from blackbox.stats import pooled_bootstrap, verdict
+
+    # two seeds on the same 4 items: +50 and +0 points, mean +25
+    pairs = [("0011", "1111"), ("0101", "0101")]
+    r = pooled_bootstrap(pairs, same_items=True, n_boot=2000)
+    assert r["diff"] == pytest.approx(0.25) and r["n"] == 4 and r["seeds"] == 2
+    assert r["lo"] <= 0.25 <= r["hi"]
+    # different items per seed: each seed resampled on its own, n counts them all
+    s = pooled_bootstrap([("0" * 10, "1" * 10), ("00000", "11111")], same_items=False,
+                         n_boot=500)
+    assert (s["diff"], s["lo"], s["hi"], s["n"]) == (1.0, 1.0, 1.0, 15)
+    with pytest.raises(ValueError, match="different numbers"):
+        pooled_bootstrap([("01", "11"), ("011", "111")], same_items=True)
+    assert verdict({"lo": 0.002, "hi": 0.1}) == "beats"
+    assert verdict({"lo": -0.1, "hi": -0.0051}) == "loses to"
+    # an interval printed as [+0.0, ...] holds zero as the reader sees it
+    assert verdict({"lo": 0.0004, "hi": 0.1}) == "is not distinguishable from"
+    assert verdict({"lo": -0.1, "hi": 0.1}) == "is not distinguishable from"

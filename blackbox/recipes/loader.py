@@ -7,6 +7,7 @@ the key and the fix (a misspelled key gets a did-you-mean).
 from __future__ import annotations
 
 import copy
+import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,41 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError:
             node[parts[-1]] = raw
+    return out
+
+
+def overrides_between(base: dict[str, Any], data: dict[str, Any],
+                      skip: tuple[str, ...] = ()) -> list[str]:
+    """The ``key.sub=value`` overrides that turn ``base`` into ``data`` (the inverse of
+    :func:`apply_overrides`, for a results file's reproduce command): nested mappings as
+    dotted keys (one of another ``kind`` whole), keys in ``skip`` (dotted) left out, keys
+    ``data`` lacks ignored."""
+    out: list[str] = []
+
+    def raw(v: Any) -> str:
+        if isinstance(v, str):
+            try:
+                if yaml.safe_load(v) == v:
+                    return v
+            except yaml.YAMLError:
+                pass
+        return json.dumps(v)
+
+    def walk(a: Any, b: dict[str, Any], prefix: str) -> None:
+        for k in sorted(b):
+            key = f"{prefix}{k}"
+            if key in skip:
+                continue
+            old = a.get(k) if isinstance(a, dict) else None
+            # a tagged mapping of another kind (a backend) is replaced whole: its old keys
+            # would not validate under the new kind
+            if isinstance(b[k], dict) and isinstance(old, dict) and old.get("kind") == b[k].get(
+                    "kind"):
+                walk(old, b[k], key + ".")
+            elif not (isinstance(a, dict) and k in a and old == b[k]):
+                out.append(f"{key}={raw(b[k])}")
+
+    walk(base, data, "")
     return out
 
 
