@@ -108,7 +108,8 @@ def run_recipe(
             pricing=pricing,
         )
         ctx = RunContext(backend=metered, run_dir=rd, seed=recipe.seed, show_progress=progress,
-                         allow_overlap=recipe.allow_overlap, label=method)
+                         allow_overlap=recipe.allow_overlap,
+                         drop_overlap=recipe.drop_overlap, label=method)
         ctx.notes.update(task_notes(recipe))
         mode = inner.capabilities.label_logprobs
         if mode in ("topk", "generate") and mode in recipe.score_losses:

@@ -37,7 +37,8 @@ OUTPUTS: dict[str, dict[str, tuple[tuple[str, ...], Any]]] = {
     "distill": {"student": (("student",), "student.json")},
     "merge": {"mixture": (("adapter",), None)},
 }
-SHARED = ("task", "seed", "shots", "backend", "cache_dir", "test_seed", "allow_overlap")
+SHARED = ("task", "seed", "shots", "backend", "cache_dir", "test_seed", "allow_overlap",
+          "drop_overlap")
 TOP = (*SHARED, "name", "steps", "budget", "output_dir")
 
 

@@ -172,6 +172,30 @@ def test_a_test_text_in_train_is_refused_unless_allowed(tmp_path: Path) -> None:
                                       "example": POS[8]}]
 
 
+def test_drop_overlap_leaves_the_shared_texts_out_of_what_each_method_fits(
+        tmp_path: Path) -> None:
+    files = write_task(tmp_path / "data")
+    with files["train"].open("a", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow([POS[8].upper() + " !", "positive"])  # a test text, normalized
+    pool = tmp_path / "data" / "pool.txt"
+    pool.write_text(f"an unseen review\n{NEG[9].upper()} !\nthe third text\n")
+    base = {"task": spec({**files, "pool": pool}), "backend": {"kind": "fake"},
+            "output_dir": str(tmp_path / "runs"), "drop_overlap": True}
+    claps = run_recipe({"method": "search-prompt", **base, "vocab": ["great", "awful", "film",
+                                                                     "plot", "fun"],
+                        "clusters": 0, "length": 2, "queries": 300, "percentile": 50},
+                       progress=False).summary
+    assert claps["notes"]["dropped_overlap"] == {"train": 1}
+    assert claps["train"]["n"] == 12 and "overlap" not in claps["notes"]
+    dec = run_recipe({"method": "decode", **base, "neighbours": 1, "prompts": 1},
+                     progress=False).summary
+    assert dec["notes"]["dropped_overlap"] == {"train": 1} and dec["n_train"] == 12
+    lm = run_recipe({"method": "distill", **base, "shots": 2, "workers": 2, "batch": 2,
+                     "queries": 4, "demos_per_class": 1}, progress=False).summary
+    assert lm["notes"]["dropped_overlap"] == {"gold examples": 1, "pool": 1}
+    assert (lm["gold"], lm["pool"]) == (12, 2)
+
+
 def test_sst2_test_is_inside_sst5_test_and_the_zoo_drops_it() -> None:
     from blackbox.data import get_task
     from blackbox.data.leak import overlaps

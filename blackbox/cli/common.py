@@ -149,6 +149,7 @@ TaskSpecOpt = Annotated[Path | None, typer.Option(
     "--task-spec", help="Own data: a YAML task spec (train, dev, test, labels, label_words, "
                         "templates); the options above override its keys.")]
 AllowOverlapOpt = Annotated[bool | None, typer.Option(help=schema_help("recipe.allow_overlap"))]
+DropOverlapOpt = Annotated[bool | None, typer.Option(help=schema_help("recipe.drop_overlap"))]
 SeedOpt = Annotated[int | None, typer.Option(help=schema_help("recipe.seed"))]
 ShotsOpt = Annotated[int | None, typer.Option(help=schema_help("recipe.shots"))]
 # the backend

@@ -15,6 +15,7 @@ from blackbox.cli.common import (
     BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DropOverlapOpt,
     DryRunOpt,
     JsonOpt,
     LabelsOpt,
@@ -60,6 +61,7 @@ def fit_cmd(
         help=schema_help("task.templates", lead="Own data:", note="Repeat for several "
                          "prompts."))] = None,
     allow_overlap: AllowOverlapOpt = None,
+    drop_overlap: DropOverlapOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = None,
     prompts: Annotated[int | None, typer.Option(help=schema_help("decode.prompts"))] = None,
@@ -92,7 +94,8 @@ def fit_cmd(
 
     options = given(
         task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
-        allow_overlap=allow_overlap, shots=shots, seed=seed, prompts=prompts, decoder=decoder,
+        allow_overlap=allow_overlap, drop_overlap=drop_overlap,
+        shots=shots, seed=seed, prompts=prompts, decoder=decoder,
         neighbours=neighbours, compare=list(compare) if compare else None,
         test_limit=test_limit, decoder_out=out, logprobs_from_hidden=logprobs_from_hidden,
         backend=backend_config(backend, model, base_url, api_key_env, api, tokenizer,

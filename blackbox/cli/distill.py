@@ -16,6 +16,7 @@ from blackbox.cli.common import (
     BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DropOverlapOpt,
     DryRunOpt,
     JsonOpt,
     LabelsOpt,
@@ -54,6 +55,7 @@ def register(app: typer.Typer) -> None:
         template: Annotated[str | None, typer.Option(
             help=schema_help("task.templates", lead="Own data: the template."))] = None,
         allow_overlap: AllowOverlapOpt = None,
+        drop_overlap: DropOverlapOpt = None,
         shots: ShotsOpt = None,
         workers: Annotated[int | None, typer.Option(help=schema_help("distill.workers"))]
         = None,
@@ -97,7 +99,8 @@ def register(app: typer.Typer) -> None:
 
         options = given(
             task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
-            allow_overlap=allow_overlap, shots=shots, workers=workers, acquisition=acquisition,
+            allow_overlap=allow_overlap, drop_overlap=drop_overlap,
+            shots=shots, workers=workers, acquisition=acquisition,
             aggregation=aggregation, batch=batch, budget=budget, demos_per_class=demos_per_class,
             pool_file=None if pool is None else str(pool), pool_limit=pool_limit,
             eval_limit=eval_limit, eval_workers=eval_workers, seed=seed,

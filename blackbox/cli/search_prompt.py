@@ -15,6 +15,7 @@ from blackbox.cli.common import (
     BackendOpt,
     BaseUrlOpt,
     DevOpt,
+    DropOverlapOpt,
     DryRunOpt,
     JsonOpt,
     LabelsOpt,
@@ -87,6 +88,7 @@ def register(app: typer.Typer) -> None:
         label_words: LabelWordsOpt = None,
         task_spec: TaskSpecOpt = None,
         allow_overlap: AllowOverlapOpt = None,
+        drop_overlap: DropOverlapOpt = None,
         shots: ShotsOpt = None,
         seed: SeedOpt = None,
         search: Annotated[str | None, typer.Option(
@@ -133,7 +135,8 @@ def register(app: typer.Typer) -> None:
 
         options = given(
             task=task_option(task, train, dev, test, labels, label_words, task_spec, template),
-            allow_overlap=allow_overlap, shots=shots, seed=seed, search=search, budget=budget,
+            allow_overlap=allow_overlap, drop_overlap=drop_overlap,
+            shots=shots, seed=seed, search=search, budget=budget,
             clusters=clusters, percentile=percentile, length=length, prune=prune,
             backend=backend_config(backend, model, base_url, api_key_env, api, tokenizer,
                                    adapters),

@@ -9,8 +9,11 @@ prompt fit on those files has seen SST-2's test set.
 Methods call :func:`check` with the texts they fit on (train, dev, pool, user examples, an
 adapter's training data) and the texts they report on. An overlap is an error naming the
 count and an example, unless the recipe sets ``allow_overlap: true``; then the overlap is
-returned and the run's summary says so. Adapters record digests of their training texts
-(:func:`digests`), so a merge run can check them without their data.
+returned and the run's summary says so. With ``drop_overlap: true`` a method first leaves
+the shared texts out of what it fits on (:func:`without`; the shipped TREC few-shot splits
+share a question or two with the test set), and the notes count them. Adapters record
+digests of their training texts (:func:`digests`), so a merge run can check them without
+their data.
 """
 
 from __future__ import annotations
@@ -68,6 +71,15 @@ def overlaps(fit: Mapping[str, Sequence[Any]], held_out: Mapping[str, Sequence[A
                 found.append({"fit": fname, "held_out": hname, "count": len(hits),
                               "of": len(held), "example": hits[0][:80]})
     return found
+
+
+def without(items: Sequence[Any], held_out: Iterable[Sequence[Any]]) -> tuple[list[Any], int]:
+    """``items`` without those whose text is also in one of the ``held_out`` sets (order
+    kept), and how many were left out: the fit side gives way, so every method and seed
+    still reports on the same held-out items."""
+    keys = {digest(t) for h in held_out for t in _texts(h)}
+    kept = [x for x in items if digest(getattr(x, "text", x)) not in keys]
+    return kept, len(items) - len(kept)
 
 
 class DigestSet:

@@ -27,6 +27,7 @@ class RunContext:
     show_progress: bool = True
     notes: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (fallbacks, ...)
     allow_overlap: bool = False  # the recipe's allow_overlap (see :meth:`check_leak`)
+    drop_overlap: bool = False  # the recipe's drop_overlap (see :meth:`fit_only`)
     label: str = "bbx"  # what leads each progress line: the method's name
     _stages: Stages | None = field(default=None, init=False, repr=False)
 
@@ -40,6 +41,19 @@ class RunContext:
         found = check(fit, held_out, self.allow_overlap)
         if found:
             self.notes.setdefault("overlap", []).extend(found)
+
+    def fit_only(self, name: str, items: list[Any], *held_out: Sequence[Any]) -> list[Any]:
+        """``items`` (a set the method fits or selects on, called ``name``) without the
+        texts it reports on, where the recipe sets ``drop_overlap`` (the notes count what was
+        left out); else ``items`` as they are, for :meth:`check_leak` to judge."""
+        if not self.drop_overlap:
+            return items
+        from blackbox.data.leak import without
+
+        kept, dropped = without(items, held_out)
+        if dropped:
+            self.notes.setdefault("dropped_overlap", {})[name] = dropped
+        return kept
 
     def rng(self, name: str) -> np.random.Generator:
         """A generator for purpose ``name``, independent of every other name."""

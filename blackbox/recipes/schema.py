@@ -289,6 +289,9 @@ class RecipeBase(Strict):
                            "and seed.")
     allow_overlap: bool = Field(False, description="Run even if train/dev texts are also test "
                                 "texts (the summary lists the overlap).")
+    drop_overlap: bool = Field(False, description="Leave out of train/dev/pool the texts that "
+                               "are also evaluation texts (the summary's notes count them), "
+                               "instead of refusing the run.")
     _task: tuple[str, Task] | None = PrivateAttr(None)
 
     @field_validator("task")

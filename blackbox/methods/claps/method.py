@@ -48,6 +48,8 @@ class _Run:
         self.dev = load_split(self.task, "dev", recipe.shots, recipe.seed)
         self.test_set = seeded_subset(load_split(self.task, "test", recipe.shots, recipe.seed),
                                     recipe.test_limit, recipe.test_seed)
+        train = ctx.fit_only("train", train, self.test_set)
+        self.dev = ctx.fit_only("dev", self.dev, self.test_set)
         # refuse before paying for anything: the search must not see a test text
         ctx.check_leak({"train": train, "dev": self.dev}, {"test": self.test_set})
         self.train = balanced_subset(train, recipe.train_batch, ctx.rng("train-batch"),

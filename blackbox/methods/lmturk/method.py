@@ -221,6 +221,24 @@ def _label_report(ctx: RunContext, recipe: LMTurkRecipe, splits: Splits, trainer
     return quality, noise_summary(rows)
 
 
+def drop_overlap(ctx: RunContext, splits: Splits) -> Splits:
+    """The splits without the gold and pool texts that are evaluation texts, where the
+    recipe sets ``drop_overlap`` (pool labels follow their texts; the notes count both)."""
+    if not ctx.drop_overlap:
+        return splits
+    from dataclasses import replace
+
+    gold = ctx.fit_only("gold examples", splits.gold, splits.eval)
+    texts = ctx.fit_only("pool", splits.pool_texts, splits.eval)
+    if len(texts) == len(splits.pool_texts):
+        return replace(splits, gold=gold)
+    kept = set(texts)
+    idx = [i for i, t in enumerate(splits.pool_texts) if t in kept]
+    labels = splits.pool_labels[idx] if len(splits.pool_labels) else splits.pool_labels
+    return replace(splits, gold=gold, pool_texts=[splits.pool_texts[i] for i in idx],
+                   pool_labels=labels)
+
+
 def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
     """Run LMTurk end to end (see the module docstring); return the summary."""
     t0 = time.perf_counter()
@@ -229,6 +247,7 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
     splits = make_splits(task, recipe.shots, recipe.seed, ctx.rng("pool-split"),
                          ctx.rng("subsets"), recipe.pool_file, recipe.pool_limit,
                          recipe.eval_limit, recipe.test_seed)
+    splits = drop_overlap(ctx, splits)
     ctx.check_leak({"gold examples": splits.gold, "pool": splits.pool_texts},
                    {"evaluation set": splits.eval})
     fm = feature_model(recipe, ctx)

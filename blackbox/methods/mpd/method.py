@@ -134,6 +134,8 @@ def _fit(recipe: DecodeRecipe, ctx: RunContext) -> dict[str, Any]:
     if ev not in splits:
         splits[ev] = seeded_subset(load_split(task, ev, recipe.shots, recipe.seed),
                                  recipe.test_limit, recipe.test_seed)
+        for name in ("train", "dev"):
+            splits[name] = ctx.fit_only(name, splits[name], splits[ev])
         ctx.check_leak({"train": splits["train"], "dev": splits["dev"]}, {ev: splits[ev]})
     else:
         ctx.check_leak({"train": splits["train"]}, {ev: splits[ev]})
