@@ -30,8 +30,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the server helpers the tests use
+
+from serve_support import build_script, free_port, process_server  # noqa: E402
 
 SERVERS = ("bbx", "llama-server", "llama-cpp-python")
 LABELS = {"bbx": "bbx serve", "llama-server": "llama-server -np 8 (C++)",
@@ -54,42 +55,17 @@ STREAMING = [(f"stream 64 tokens c={c}", {"workload": "completion", "concurrency
 THREADS = 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited at start: see {log}")
-        with contextlib.suppress(OSError), \
-                urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.5)
-    raise SystemExit(f"{what} did not answer within 300 s: see {log}")
-
-
-def build(script: str) -> str:
-    res = subprocess.run(["bash", str(REPO / "scripts" / script)], capture_output=True,
-                         text=True, env={**os.environ, "PYTHON": sys.executable})
-    if res.returncode != 0:
-        raise SystemExit(f"{script} failed: {res.stderr.strip()[-400:]}")
-    return res.stdout.strip().splitlines()[-1]
-
-
 @contextlib.contextmanager
-def servers(logs: Path) -> Iterator[dict[str, str]]:
+def servers() -> Iterator[dict[str, str]]:
+    """The three servers, started and ready; their ``/v1`` base URLs by name."""
     from blackbox.engine.loader import resolve_spec
 
     gguf = str(resolve_spec("default").path)
-    llama_server = build("llama_cpp_server_build.sh")
-    llama_python = build("llama_server_env.sh")
+    try:
+        llama_server = build_script("llama_cpp_server_build.sh")
+        llama_python = build_script("llama_server_env.sh")
+    except RuntimeError as e:
+        raise SystemExit(f"a llama.cpp server cannot be built here: {e}") from None
     ports = {name: free_port() for name in SERVERS}
     cmds = {
         "bbx": [str(Path(sys.executable).with_name("bbx")), "serve", "--port",
@@ -104,22 +80,11 @@ def servers(logs: Path) -> Iterator[dict[str, str]]:
                              # request arrives: off, so every request is served in full
                              "--interrupt_requests", "false", "--verbose", "false"],
     }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for name, cmd in cmds.items():
-            log = logs / f"{name}.log"
-            procs[name] = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-            wait_up(f"http://127.0.0.1:{ports[name]}/v1", procs[name], name, log)
-        yield {name: f"http://127.0.0.1:{p}/v1" for name, p in ports.items()}
-    finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(process_server(
+            cmd, "/v1/models", name, ports[name], ready_s=300,
+            env={"OMP_WAIT_POLICY": "PASSIVE"})) + "/v1" for name, cmd in cmds.items()}
+        yield urls
 
 
 def cell_options(opts: dict[str, Any], quick: bool, offset: int) -> dict[str, Any]:
@@ -144,14 +109,13 @@ def run_all(rounds: int, quick: bool, out_json: Path) -> dict[str, Any]:
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cells: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp)) as urls:
+    with tempfile.TemporaryDirectory() as tmp, servers() as urls:
         load0 = os.getloadavg()[0]
         offset = 0
         for rnd in range(1, rounds + 1):
             for name, opts in SCORING + STREAMING:
-                probe = cell_options(opts, quick, offset)
+                options = cell_options(opts, quick, offset)
                 for server in SERVERS:
-                    options = cell_options(opts, quick, offset)
                     res = api.bench(urls[server], output_dir=tmp, **options)
                     s = res.summary
                     keep = {k: s.get(k) for k in (
@@ -163,7 +127,7 @@ def run_all(rounds: int, quick: bool, out_json: Path) -> dict[str, Any]:
                     print(f"round {rnd} · {name} · {server}: "
                           f"{s.get('requests_per_s', 0):.2f} req/s, {s.get('failed')} failed",
                           flush=True)
-                offset += 1 if probe["repeat"] else probe["requests"] + probe["warmup"]
+                offset += 1 if options["repeat"] else options["requests"] + options["warmup"]
         load1 = os.getloadavg()[0]
     import torch
 
@@ -214,11 +178,11 @@ def profile_decode(tokens: int = 64) -> dict[str, Any]:
     # what int8 weights would give: torch's dynamic quantization of every Linear (fbgemm
     # int8 kernels) over the fp32 model, same prompt and steps (bbx does not serve this)
     variants = {}
+    engine = Engine.from_spec("default", dtype="float32")
     for name in ("float32", "int8"):
-        engine = Engine.from_spec("default", dtype="float32")
-        if name == "int8":
+        if name == "int8":  # the same fp32 engine, its linear layers quantized in place
             engine.model = torch.ao.quantization.quantize_dynamic(
-                engine.model, {torch.nn.Linear}, dtype=torch.qint8)
+                engine.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         one()
         runs = [one() for _ in range(3)]
         variants[name] = {"prefill_ms": 1000 * min(p[0] for p in runs),

@@ -22,20 +22,21 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from blackbox.backends.pricing import EXAMPLE_PRICES, EXAMPLE_PRICES_DATE
-from blackbox.runs import iter_runs
+from blackbox.runs import held_out, iter_runs
 from blackbox.stats import format_diff, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the server helpers the tests use
+
+from serve_support import build_script, free_port, process_server  # noqa: E402
+
 RUNS = Path("results") / "remote-chat-runs"
 CACHE = Path(".bbx-cache") / "remote-chat"
 LIMIT = 200
@@ -66,43 +67,21 @@ def remote_args(url: str, backend: str = "remote-chat") -> list[str]:
     return ["--backend", "remote", "--base-url", url, "--model", ALIAS, "--api", api]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def llama_server() -> Iterator[str]:
+    """llama-server on the bundled GGUF (8 slots, embeddings on), ready; its ``/v1`` URL."""
     from blackbox.engine.loader import resolve_spec
 
-    res = subprocess.run(["bash", str(REPO / "scripts" / "llama_cpp_server_build.sh")],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"llama-server cannot be built here: {res.stderr.strip()[-300:]}")
-    port = free_port()
-    log = (REPO / CACHE).with_suffix(".server.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [res.stdout.strip().splitlines()[-1], "-m", str(resolve_spec("default").path),
-         "--alias", ALIAS, "--host", "127.0.0.1", "--port", str(port), "-np", "8",
-         "-c", "16384", "-t", "2", "--embeddings", "--pooling", "mean",
-         "--log-verbosity", "1"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health") as r:
-                if r.status == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"llama-server did not start: see {log}")
-            time.sleep(0.5)
-        yield f"{url}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        binary = build_script("llama_cpp_server_build.sh")
+    except RuntimeError as e:
+        raise SystemExit(f"llama-server cannot be built here: {e}") from None
+    port = free_port()
+    cmd = [binary, "-m", str(resolve_spec("default").path), "--alias", ALIAS, "--host",
+           "127.0.0.1", "--port", str(port), "-np", "8", "-c", "16384", "-t", "2",
+           "--embeddings", "--pooling", "mean", "--log-verbosity", "1"]
+    with process_server(cmd, "/health", "llama-server", port, ready_s=120) as root:
+        yield root + "/v1"
 
 
 def finished() -> dict[str, dict[str, Any]]:
@@ -140,16 +119,13 @@ def run_missing() -> None:
 
 
 def _test(s: dict[str, Any]) -> tuple[float, int, str | None]:
-    m = s["method"]
-    if m == "eval":
-        return s["accuracy"], s["n"], s.get("correct")
-    if m == "search-prompt":
-        t = s["test"]
-        return t["accuracy"], t["n"], t.get("correct")
-    if m == "decode":
-        v = s["variants"][s["decoder"]]
-        return s["accuracy"], s["n_eval"], v.get("correct")
-    return s["accuracy"], s["eval"], s.get("correct")
+    """(accuracy, test size, per-item record) of the number a run reports."""
+    shown = held_out(s)
+    assert shown is not None, f"a finished {s['method']} run reports a held-out number"
+    _, n, acc = shown
+    if s["method"] == "decode":
+        return acc, n, s["variants"][s["decoder"]].get("correct")
+    return acc, n, s.get("correct", (s.get("test") or {}).get("correct"))
 
 
 def report(out: Path) -> None:

@@ -131,31 +131,31 @@ def running_server(app: Any, port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def cli_server(*args: str, ready_s: float = 600.0) -> Iterator[str]:
-    """Run ``bbx serve --port P *args`` in a subprocess, as a user starts it; yields its
-    ``/v1`` base URL once ``/health`` answers, and stops the server after."""
+def process_server(cmd: list[str], ready_path: str, name: str, port: int,
+                   ready_s: float = 180.0, cwd: Path | None = None,
+                   env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a server command (bound to 127.0.0.1:``port``) in a subprocess, with ``env`` on
+    top of this process's environment; yield its root URL once ``ready_path`` answers 200,
+    and stop it after. A server that exits or does not answer within ``ready_s`` is an error
+    carrying the tail of its log. (The benchmark scripts start servers with it too.)"""
     import httpx2
 
-    port = free_port()
-    repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe blocks the server
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "blackbox.cli.main", "serve", "--port", str(port),
-             "--log-level", "warning", *args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=repo, env=dict(os.environ))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env={**os.environ, **(env or {})})
         try:
             root = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + ready_s  # the first run converts the GGUF
+            deadline = time.monotonic() + ready_s
             while True:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise RuntimeError("bbx serve did not start:\n"
+                    raise RuntimeError(f"{name} did not start:\n"
                                        + log.read().decode(errors="replace")[-3000:])
-                with contextlib.suppress(httpx2.HTTPError):
-                    if httpx2.get(root + "/health", timeout=5).status_code == 200:
+                with contextlib.suppress(httpx2.HTTPError):  # e.g. 503 while loading
+                    if httpx2.get(root + ready_path, timeout=5).status_code == 200:
                         break
                 time.sleep(0.25)
-            yield root + "/v1"
+            yield root
         finally:
             proc.terminate()
             try:
@@ -163,3 +163,39 @@ def cli_server(*args: str, ready_s: float = 600.0) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def cli_server(*args: str, ready_s: float = 600.0) -> Iterator[str]:
+    """Run ``bbx serve --port P *args`` in a subprocess, as a user starts it; yields its
+    ``/v1`` base URL once ``/health`` answers, and stops the server after."""
+    port = free_port()
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "blackbox.cli.main", "serve", "--port", str(port),
+           "--log-level", "warning", *args]
+    # ready_s: the first run converts the GGUF
+    with process_server(cmd, "/health", "bbx serve", port, ready_s, cwd=repo) as root:
+        yield root + "/v1"
+
+
+def build_script(script: str) -> str:
+    """The last line a build script under ``scripts/`` prints (the built thing's path),
+    building it on first use (instant once built); a failed build is a ``RuntimeError``
+    carrying the script's last line of stderr (its reason)."""
+    res = subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "scripts" / script)],
+                         capture_output=True, text=True, timeout=3600,
+                         env={**os.environ, "PYTHON": sys.executable})
+    if res.returncode != 0:
+        raise RuntimeError((res.stderr.strip().splitlines() or ["unknown reason"])[-1])
+    return res.stdout.strip().splitlines()[-1]
+
+
+def built(script: str, what: str) -> str:
+    """:func:`build_script` for a test: the calling test is skipped, with the script's
+    reason, when the build is impossible here."""
+    import pytest
+
+    try:
+        return build_script(script)
+    except RuntimeError as e:
+        pytest.skip(f"{what} cannot be built here: {e}")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,11 @@ import pytest
 pytest.importorskip("openai")
 
 from remote_methods import KEY_ENV, WORDS, distill_with_workers, search_prompt_cli  # noqa: E402
-from serve_support import free_port  # noqa: E402
+from serve_support import built, free_port, process_server  # noqa: E402
 
 from blackbox.errors import BbxError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "llama_cpp_server_build.sh"
 MODEL = "smollm2"  # the server's alias for the GGUF (else it lists the file's path)
 REVIEWS = [
     "A wonderful, moving film with superb acting.",
@@ -46,48 +43,18 @@ TEMPLATE = "Review: {text}\nSentiment:"
 pytestmark = pytest.mark.slow
 
 
-def _llama_server() -> str:
-    """The llama-server binary (built on first use); skip when it cannot be built."""
-    res = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=3600)
-    if res.returncode != 0:
-        reason = (res.stderr.strip().splitlines() or ["unknown reason"])[-1]
-        pytest.skip(f"llama-server cannot be built here: {reason}")
-    return res.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     from blackbox.engine.loader import resolve_spec
 
-    binary = _llama_server()
-    gguf = resolve_spec("default").path
+    binary = built("llama_cpp_server_build.sh", "llama-server")
     port = free_port()
-    proc = subprocess.Popen(
-        [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", "4",
-         "-c", "4096", "--alias", MODEL, "--no-webui", "--log-verbosity", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        import httpx2
-
-        deadline = time.monotonic() + 180
-        while True:
-            try:  # 503 while the model loads, 200 once it serves
-                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read().decode(errors="replace")[-1500:]  # type: ignore[union-attr]
-                raise AssertionError(f"llama-server did not start: {err}")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    cmd = [binary, "-m", str(resolve_spec("default").path), "--host", "127.0.0.1", "--port",
+           str(port), "-np", "4", "-c", "4096", "--alias", MODEL, "--no-webui",
+           "--log-verbosity", "1"]
+    # /health: 503 while the model loads, 200 once it serves
+    with process_server(cmd, "/health", "llama-server", port) as root:
+        yield root + "/v1"
 
 
 def _client(url: str) -> Any:

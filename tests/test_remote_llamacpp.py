@@ -14,10 +14,6 @@ completions route and ``bbx search-prompt`` on the chat route, with exact query 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +21,11 @@ import pytest
 pytest.importorskip("openai")
 
 from remote_methods import distill_with_workers, search_prompt_cli  # noqa: E402
-from serve_support import free_port  # noqa: E402
+from serve_support import built, free_port, process_server  # noqa: E402
 
 from blackbox.errors import BbxError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "llama_server_env.sh"
 REVIEWS = [
     "A wonderful, moving film with superb acting.",
     "Dull, lifeless and far too long; I wanted my money back.",
@@ -41,50 +36,17 @@ TEMPLATE = "Review: {text}\nSentiment:"
 WORDS = [" negative", " positive"]
 
 
-def _llama_python() -> str:
-    """The llama.cpp venv's python (built on first use); skip when it cannot be built."""
-    env = {**os.environ, "PYTHON": sys.executable}
-    res = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env,
-                         timeout=3600)
-    if res.returncode != 0:
-        reason = (res.stderr.strip().splitlines() or ["unknown reason"])[-1]
-        pytest.skip(f"llama-cpp-python[server]==0.3.36 cannot be built here: {reason}")
-    return res.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def llama_url():
     from blackbox.engine.loader import resolve_spec
 
-    python = _llama_python()
-    gguf = resolve_spec("default").path
+    python = built("llama_server_env.sh", "llama-cpp-python[server]==0.3.36")
     port = free_port()
-    proc = subprocess.Popen(
-        [python, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-         "--port", str(port), "--logits_all", "true", "--n_ctx", "2048", "--verbose", "false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        import httpx2
-
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read().decode(errors="replace")[-1500:]
-                raise AssertionError(f"llama.cpp server did not start: {err}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    cmd = [python, "-m", "llama_cpp.server", "--model", str(resolve_spec("default").path),
+           "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true", "--n_ctx",
+           "2048", "--verbose", "false"]
+    with process_server(cmd, "/v1/models", "llama.cpp server", port) as root:
+        yield root + "/v1"
 
 
 @pytest.mark.slow

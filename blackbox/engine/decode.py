@@ -150,6 +150,9 @@ class DecodeBatch:
         self.rows: list[Row] = []
         self._cache: Any = None
         self._mask: torch.Tensor | None = None  # (rows, columns) 0/1, long
+        # whether the tokenizer's decode drops a space before punctuation (Row.hold_spaces)
+        self._cleans_spaces = bool(getattr(engine.tokenizer, "clean_up_tokenization_spaces",
+                                           True))
 
     def room(self, candidates: Iterable[Row]) -> int:
         """How many of ``candidates`` (from the front) may join now; an empty batch takes
@@ -169,11 +172,10 @@ class DecodeBatch:
         """Prefill ``rows``, pick each one's first token, and join the unfinished ones."""
         live = []
         now = time.perf_counter()
-        cleans = bool(getattr(self.engine.tokenizer, "clean_up_tokenization_spaces", True))
         for r in rows:
             self.stats.rows += 1
             r.joined_at = now
-            r.hold_spaces = cleans
+            r.hold_spaces = self._cleans_spaces
             if r.limit <= 0:
                 r.finish = "length"
             else:
