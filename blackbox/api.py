@@ -354,6 +354,13 @@ def decode_fit(task: str | dict[str, Any] | None = None, run_dir: str | Path | N
     return run_recipe(decode_fit_recipe(task, **options), run_dir=run_dir, progress=progress)
 
 
+def decoder_backend(decoder: str | Path) -> dict[str, Any] | None:
+    """The ``backend:`` section a decoder file was fit on (``None``: the file records none)."""
+    from blackbox.methods.mpd.bundle import load_decoder
+
+    return load_decoder(decoder).backend or None
+
+
 def decode_predict(
     decoder: str | Path,
     input: str | Path,  # noqa: A002 - mirrors the CLI's --input
@@ -364,11 +371,14 @@ def decode_predict(
 ) -> RunResult:
     """Label the texts of a JSONL file (``input``) with a fitted decoder: ``bbx decode
     predict`` as a function. ``backend`` defaults to the one the decoder was fit on (it is
-    recorded in the file); predictions go to ``<run dir>/predictions.jsonl`` and ``output``."""
+    recorded in the file); a ``backend`` of that same kind only overrides the options it
+    names (a new ``base_url`` keeps the recorded model). Predictions go to
+    ``<run dir>/predictions.jsonl`` and ``output``."""
+    recorded = decoder_backend(decoder)
     if backend is None:
-        from blackbox.methods.mpd.bundle import load_decoder
-
-        backend = load_decoder(decoder).backend or None
+        backend = recorded
+    elif recorded and backend.get("kind") == recorded.get("kind"):
+        backend = {**recorded, **backend}
     data: dict[str, Any] = {"method": "decode", "action": "predict", "name": "decode-predict",
                             "decoder_file": str(decoder), "input": str(input), **fields}
     if output is not None:

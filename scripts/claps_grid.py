@@ -162,23 +162,22 @@ def main() -> None:
 
     import yaml
 
-    from blackbox.api import run_recipe
+    from blackbox.api import make_backend, run_recipe
     from blackbox.grid import Cell, run_grid
     from blackbox.recipes import load_recipe
 
     # validated like any recipe (a misspelled key stops the grid here), then used as data
-    base = yaml.safe_load(yaml.safe_dump(load_recipe(args.base, args.overrides).model_dump(
-        mode="json")))
+    recipe = load_recipe(args.base, args.overrides)
+    base = yaml.safe_load(yaml.safe_dump(recipe.model_dump(mode="json")))
     args.runs.mkdir(parents=True, exist_ok=True)
     if args.fake:
         backend: Any = influence_fake(args.tasks, args.seeds, base)
         # a dry run keeps its responses (and clusters) with its runs, out of the real cache
         base["cache_dir"] = base.get("cache_dir") or str(args.runs / "responses")
     else:
-        from blackbox.backends.local import LocalBackend
+        # the recipe's backend section as bbx run builds it (its meter options left out)
+        backend = SharedBackend(make_backend(recipe.backend))
 
-        cfg = {k: v for k, v in base.get("backend", {}).items() if k != "kind"}
-        backend = SharedBackend(LocalBackend(**cfg))
     def cell(task: str, seed: int, method: str) -> Cell:
         def run(run_dir: Path) -> None:
             s = run_recipe(cell_recipe(base, task, seed, method, args.runs,

@@ -220,10 +220,51 @@ def observations(cells: list[dict]) -> list[str]:
                     f"({test[best]:.3f}, user loss {user[best]:.3f}): with {n_user} user "
                     "examples the longer searches fit them more closely than they "
                     "generalize.")
+    out += _fit_or_search(by, tasks)
     ties = [k for k in by if k[2] == "ties"]
     if ties:
         out.append("- TIES reads no user data and has no randomness: its number is the same "
                    "for every seed (run once per task).")
+    return out
+
+
+def _fit_or_search(by: dict, tasks: list[str]) -> list[str]:
+    """Evo against LoraHub seed by seed: where their test accuracies differ (the paired 95%
+    interval excludes 0), did the one that tested better also fit the user's examples better
+    (lower user loss)? If always, a loss on test is a search that found a worse optimum within
+    its budget, not an overfit; the sentence follows the count."""
+    from blackbox.stats import paired_bootstrap
+
+    out = []
+    for t in tasks:
+        seeds = sorted(sd for tt, sd, v in by if tt == t and v == "evo"
+                       and (t, sd, "lorahub") in by and by[(t, sd, "evo")].get("user"))
+        if not seeds:
+            continue
+        fit, differ, agree = 0, 0, 0
+        for sd in seeds:
+            e, lh = by[(t, sd, "evo")], by[(t, sd, "lorahub")]
+            evo_fit = e["user"]["loss"] < lh["user"]["loss"]
+            fit += evo_fit
+            d = paired_bootstrap(lh["test"]["correct"], e["test"]["correct"])
+            if d["lo"] > 0 or d["hi"] < 0:
+                differ += 1
+                agree += evo_fit == (d["diff"] > 0)
+        per = "; ".join(f"s{sd} {by[(t, sd, 'evo')]['user']['loss']:.3f} / "
+                        f"{by[(t, sd, 'lorahub')]['user']['loss']:.3f}" for sd in seeds)
+        text = (f"- {t}: user-example loss Evo / LoraHub: {per}. Evo fit the user's examples "
+                f"better in {fit} of {len(seeds)} seeds; their test accuracies differ (paired "
+                f"interval excludes 0) in {differ}")
+        if differ and agree == differ:
+            text += (f", and in all {differ} the one with the lower user loss tested better: "
+                     "where Evo loses to LoraHub it also fit worse, so the gap is in the "
+                     "search (a worse optimum within its evaluations), not in overfitting.")
+        elif differ:
+            text += (f"; in {differ - agree} of those the better fit tested worse, so part of "
+                     "the fit does not carry over to the test set.")
+        else:
+            text += ": a closer fit did not change test accuracy."
+        out.append(text)
     return out
 
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from blackbox.runs import iter_runs
+from blackbox.runs import held_out, iter_runs
 from blackbox.stats import format_diff, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,18 +98,6 @@ def iter_runs_all() -> list[dict]:
     return out
 
 
-def _test_accuracy(s: dict) -> tuple[float, int]:
-    if s["method"] == "eval":
-        return s["accuracy"], s["n"]
-    if s["method"] == "search-prompt":
-        return s["test"]["accuracy"], s["test"]["n"]
-    if s["method"] == "decode":
-        return s["accuracy"], s["n_eval"]
-    if s["method"] == "merge":
-        return s["test"]["accuracy"], s["test"]["n"]
-    return s["accuracy"], s["eval"]
-
-
 def report(out: Path) -> None:
     runs = {Path(r["path"]).parent.name: r for r in iter_runs_all() if r["status"] == "finished"}
     order = [n for n in commands({k: Path(k) for k in ("train", "dev", "test", "pool")})
@@ -140,7 +128,7 @@ def report(out: Path) -> None:
     verdicts: list[str] = []
     for name in order:
         s = runs[name]["summary"]
-        acc, n = _test_accuracy(s)
+        _split, n, acc = held_out(s) or ("test", 0, float("nan"))
         correct = (s["variants"][s["decoder"]].get("correct") if s["method"] == "decode"
                    else s.get("correct", (s.get("test") or {}).get("correct")))
         diff = "—"

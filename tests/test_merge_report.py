@@ -59,3 +59,11 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if line.startswith("| Evo − uniform"))
     assert row.split(" | ")[-1] == f"{want} |"  # seed 42 is the last column
     assert "## The adapter zoo" not in text  # no zoo here: no zoo table made up
+    # Evo against LoraHub seed by seed: the user-loss pairs and the fit count are the runs'
+    user = {(sd, v): json.loads((runs / f"sst-2-s{sd}-{v}" / "summary.json").read_text())
+            ["user"]["loss"] for sd in (13, 42) for v in ("evo", "lorahub")}
+    fit = sum(user[(sd, "evo")] < user[(sd, "lorahub")] for sd in (13, 42))
+    line = next(line for line in text.splitlines() if "user-example loss Evo / LoraHub" in line)
+    assert (f"s13 {user[(13, 'evo')]:.3f} / {user[(13, 'lorahub')]:.3f}; "
+            f"s42 {user[(42, 'evo')]:.3f} / {user[(42, 'lorahub')]:.3f}") in line
+    assert f"better in {fit} of 2 seeds" in line

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from blackbox.api import decode_fit, decode_predict, run_recipe
 from blackbox.backends.base import Capabilities
@@ -252,6 +253,21 @@ def test_bad_files_are_one_line_errors(tmp_path: Path) -> None:
     bad.write_text('{"text": "fine", "label": "meh"}\n')
     with pytest.raises(BbxError, match="name no class .*'meh'.*rows 1"):
         decode_predict(s["decoder_file"], bad, output_dir=str(tmp_path), progress=False)
+
+
+def test_predict_backend_options_adjust_the_backend_it_was_fit_on(tmp_path: Path) -> None:
+    s = _fit(tmp_path, neighbours=1).summary
+    inp = tmp_path / "q.jsonl"
+    inp.write_text('{"text": "a great film"}\n')
+    price = {"input_per_mtok": 0.15, "output_per_mtok": 0.6}
+    run = decode_predict(s["decoder_file"], inp, backend={"kind": "fake", "pricing": price},
+                         output_dir=str(tmp_path), progress=False)
+    used = yaml.safe_load((run.run_dir / "recipe.yaml").read_text())["backend"]
+    assert used["pricing"] == price and used["bias"] == FAKE["bias"]  # the rest: the file's
+    # from the shell, an option without --backend is checked against the file's kind (fake)
+    err = bbx("decode", "predict", "--decoder", s["decoder_file"], "--input", str(inp),
+              "--model", "other", "--output-dir", str(tmp_path))
+    assert err.returncode == 2 and "not of 'fake'" in err.stderr, err.stderr
 
 
 def test_cli_fit_and_predict(tmp_path: Path) -> None:

@@ -234,12 +234,14 @@ def task_option(task: str | None, train: Path | None = None, dev: Path | None = 
 def backend_config(backend: str | None, model: str | None = None,
                    base_url: str | list[str] | None = None, api_key_env: str | None = None,
                    api: str | None = None, tokenizer: str | None = None,
-                   adapters: str | Path | None = None) -> dict[str, Any] | None:
+                   adapters: str | Path | None = None,
+                   default_kind: str | None = None) -> dict[str, Any] | None:
     """The recipe's ``backend:`` from the command's backend options (:data:`BACKEND_OPTIONS`):
     only what was given, or ``None`` when nothing was (the recipe's default backend).
 
-    Without ``--backend`` the kind is the recipe's default (local). An option of another
-    kind (``--base-url`` with a local backend) is a one-line error, not silently dropped."""
+    Without ``--backend`` the kind is ``default_kind``, else the recipe's default (local).
+    An option of another kind (``--base-url`` with a local backend) is a one-line error, not
+    silently dropped."""
     from blackbox.errors import BbxError
     from blackbox.recipes.schema import (
         FakeBackendConfig,
@@ -254,7 +256,7 @@ def backend_config(backend: str | None, model: str | None = None,
     if backend is None and not options:
         return None
     default = RecipeBase.model_fields["backend"].get_default(call_default_factory=True)
-    kind = backend or default.kind
+    kind = backend or default_kind or default.kind
     kinds: dict[str, Any] = {"local": LocalBackendConfig, "fake": FakeBackendConfig,
                              "remote": RemoteBackendConfig}
     if kind in kinds:  # a plugin's backend validates its own options

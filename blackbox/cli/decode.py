@@ -123,11 +123,13 @@ def predict_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Label the texts of a file with a fitted decoder, through the backend."""
-    from blackbox.api import decode_predict
+    from blackbox.api import decode_predict, decoder_backend
 
+    # an option without --backend adjusts the backend the decoder was fit on (its kind)
+    fit_kind = (decoder_backend(decoder) or {}).get("kind") if backend is None else None
     result = decode_predict(decoder, input, output=str(output) if output else None,
                             backend=backend_config(backend, model, base_url, api_key_env, api,
-                                                   tokenizer, adapters),
+                                                   tokenizer, adapters, default_kind=fit_kind),
                             progress=progress,
                             **given(output_dir=output_dir,
                                     budget=None if max_queries is None
