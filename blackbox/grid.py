@@ -53,6 +53,10 @@ def deadline(stop_at: str | None, now: dt.datetime | None = None) -> dt.datetime
     return when if when > now else when + dt.timedelta(days=1)
 
 
+#: pause after releasing the lock, long enough for a waiting grid to take it
+_HANDOVER_S = 1.0
+
+
 @contextlib.contextmanager
 def _locked(path: str | None) -> Iterator[None]:
     if path is None:
@@ -66,6 +70,9 @@ def _locked(path: str | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+    # flock is not fair: a grid that asks again at once wins over the ones already waiting
+    # (they are woken, it is running), so one grid would starve the others until it ends
+    time.sleep(_HANDOVER_S)
 
 
 def run_grid(cells: Iterable[Cell], lock: str | None = None, stop_at: str | None = None,
