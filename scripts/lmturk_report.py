@@ -375,6 +375,32 @@ def accuracy_lines(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def balance_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Class shares of the labels the student learned from, against the gold labels of the
+    same items (``label_noise.jsonl``: every labelled item, its aggregated label and gold):
+    a worker biased toward one class shows here, and a student that learns the bias too."""
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    seen = set()
+    for r in runs:  # the label modes share the answers: one (acquisition, seed) counts once
+        f = r["dir"] / "label_noise.jsonl"
+        if (r["acq"], r["seed"]) not in seen and f.is_file():
+            seen.add((r["acq"], r["seed"]))
+            rows[r["acq"]] += [json.loads(x) for x in f.read_text().splitlines()]
+    if not rows:
+        return []
+    classes = sorted({x["gold"] for xs in rows.values() for x in xs})
+    lines = ["Class shares of the labelled items (all seeds): the workers' aggregated label "
+             "against the gold label of the same items.", "",
+             "| acquisition | items | " + " | ".join(f"{c}: workers / gold" for c in classes)
+             + " |", "|---|---:|" + "---:|" * len(classes)]
+    for acq in sorted(rows, key=lambda a: ACQ_ORDER.index(a) if a in ACQ_ORDER else 99):
+        xs = rows[acq]
+        cells = [f"{sum(x['aggregated'] == c for x in xs) / len(xs):.2f} / "
+                 f"{sum(x['gold'] == c for x in xs) / len(xs):.2f}" for c in classes]
+        lines.append(f"| {acq} | {len(xs)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path
                  ) -> tuple[list[str], list[dict[str, Any]]]:
     """The task's tables, sentences and plot; and its comparisons (for the claim)."""
@@ -405,6 +431,7 @@ def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: 
                   for r in by_acq[a]])
         lines.append(f"| {a} | " + " | ".join(cells) + f" | {lab} |")
     lines.append("")
+    lines += balance_lines(runs)
     comps = comparisons(runs)
     lines += paired_lines(comps, n_eval, same)
     lines += verdict_lines(task, comps)

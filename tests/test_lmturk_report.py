@@ -148,3 +148,19 @@ def test_report_script_renders_the_grid(tmp_path: Path) -> None:
             "the pool (e.g. 'What is diabetes ?').") in text
     assert (tmp_path / "lmturk" / "lmturk-sst-2.png").is_file()
     assert "![sst-2 learning curves](lmturk/lmturk-sst-2.png)" in text
+
+
+def test_label_balance_counts_each_seeds_labels_once(tmp_path: Path) -> None:
+    """Workers that say "positive" to 3 of 4 items, half of them negative: the table shows
+    0.75 against the gold 0.50, counted once per seed although two label modes ran."""
+    _grid(tmp_path)
+    rows = [{"aggregated": "positive", "gold": g} for g in ("positive", "negative")] + [
+        {"aggregated": "positive", "gold": "positive"}, {"aggregated": "negative",
+                                                         "gold": "negative"}]
+    for d in tmp_path.glob("sst-2-s*-random-*"):
+        (d / "label_noise.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    runs = [r for r in lmturk_report.load_runs(tmp_path) if r["task"] == "sst-2"]
+    lines = lmturk_report.balance_lines(runs)
+    assert "| random | 8 | 0.25 / 0.50 | 0.75 / 0.50 |" in lines
+    assert not any(line.startswith("| entropy") for line in lines)  # no label rows there
+
