@@ -245,3 +245,13 @@ def held_out(summary: dict[str, Any]) -> tuple[str, int, float] | None:
     if test and "accuracy" in test:
         return "test", test["n"], test["accuracy"]
     return None
+
+
+def held_out_correct(summary: dict[str, Any]) -> str | None:
+    """The per-item record (``"0110..."``) behind :func:`held_out`'s number, for paired
+    comparisons; ``None`` where the run kept none. A decode run's is its reported decoder's."""
+    if summary.get("method") == "decode" and "variants" in summary:
+        return summary["variants"][summary["decoder"]].get("correct")
+    test = summary.get("test") if isinstance(summary.get("test"), dict) else {}
+    return summary.get("correct", test.get("correct"))
+

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from blackbox.runs import held_out, iter_runs
+from blackbox.runs import held_out, held_out_correct, iter_runs
 from blackbox.stats import format_diff, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,8 +129,7 @@ def report(out: Path) -> None:
     for name in order:
         s = runs[name]["summary"]
         _split, n, acc = held_out(s) or ("test", 0, float("nan"))
-        correct = (s["variants"][s["decoder"]].get("correct") if s["method"] == "decode"
-                   else s.get("correct", (s.get("test") or {}).get("correct")))
+        correct = held_out_correct(s)
         diff = "—"
         if name != "zero-shot" and base is not None and correct is not None:
             r = paired_bootstrap(base, correct)

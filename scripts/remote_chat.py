@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from blackbox.backends.pricing import EXAMPLE_PRICES, EXAMPLE_PRICES_DATE
-from blackbox.runs import held_out, iter_runs
+from blackbox.runs import held_out, held_out_correct, iter_runs
 from blackbox.stats import format_diff, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,9 +123,7 @@ def _test(s: dict[str, Any]) -> tuple[float, int, str | None]:
     shown = held_out(s)
     assert shown is not None, f"a finished {s['method']} run reports a held-out number"
     _, n, acc = shown
-    if s["method"] == "decode":
-        return acc, n, s["variants"][s["decoder"]].get("correct")
-    return acc, n, s.get("correct", (s.get("test") or {}).get("correct"))
+    return acc, n, held_out_correct(s)
 
 
 def report(out: Path) -> None:

@@ -139,6 +139,12 @@ def _assert_held_out(summary: dict, method: str) -> None:
     assert per_item, "no per-item record of the held-out accuracy"
     # (distill rounds its accuracies to 4 decimals)
     assert any(parse_correct(c).mean() == pytest.approx(accuracy, abs=5e-5) for c in per_item)
+    # the record the reports pair on is that one
+    from blackbox.runs import held_out_correct
+
+    record = held_out_correct(summary)
+    assert record is not None and len(record) == n
+    assert parse_correct(record).mean() == pytest.approx(accuracy, abs=5e-5)
 
 
 def test_a_run_saved_before_a_new_default_field_resumes_but_another_recipe_is_refused(
