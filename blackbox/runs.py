@@ -252,6 +252,6 @@ def held_out_correct(summary: dict[str, Any]) -> str | None:
     comparisons; ``None`` where the run kept none. A decode run's is its reported decoder's."""
     if summary.get("method") == "decode" and "variants" in summary:
         return summary["variants"][summary["decoder"]].get("correct")
-    test = summary.get("test") if isinstance(summary.get("test"), dict) else {}
-    return summary.get("correct", test.get("correct"))
+    test = summary.get("test")
+    return summary.get("correct", test.get("correct") if isinstance(test, dict) else None)
 
