@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -132,15 +133,15 @@ def claim(cells: list[dict], task: str) -> str:
     over the seeds where all four ran (a mean over other seeds would compare different
     user examples)."""
     order = ["evo", "evo-no-sign", "lorahub", "uniform"]
-    acc = {(c["recipe"]["seed"], c["recipe"]["variant"]): c["summary"]["test"]["accuracy"]
-           for c in cells if c["recipe"]["task"] == task and c["summary"].get("test")}
-    missing = [v for v in order if not any(k[1] == v for k in acc)]
+    by = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]): c["summary"]
+          for c in cells if c["recipe"]["task"] == task}
+    missing = [v for v in order if _cell_mean(by, task, v) is None]
     if missing:
         return f"- {task}: not measured yet (no finished run of {', '.join(missing)})."
-    seeds = sorted({sd for sd, _ in acc if all((sd, v) in acc for v in order)})
+    seeds = _seeds_with(by, task, order)
     if not seeds:
         return f"- {task}: not measured yet (no seed with all of {', '.join(order)})."
-    means = {v: sum(acc[(sd, v)] for sd in seeds) / len(seeds) for v in order}
+    means = {v: _cell_mean(by, task, v, seeds=seeds) for v in order}
     text = " > ".join(f"{v} {means[v]:.3f}" for v in sorted(order, key=lambda v: -means[v]))
     holds = all(means[a] > means[b] for a, b in zip(order, order[1:], strict=False))
     where = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
@@ -148,11 +149,22 @@ def claim(cells: list[dict], task: str) -> str:
         "**holds**." if holds else "**does not hold** here.")
 
 
+def _seeds_with(by: dict, task: str, variants: Iterable[str], part: str = "test") -> list[int]:
+    """The seeds of ``task`` on which every one of ``variants`` has ``summary[part]``: means
+    compared across variants are taken over these (the same user examples), never over
+    whichever seeds each happened to finish."""
+    variants = list(variants)
+    seeds = {sd for t, sd, _ in by if t == task}
+    return sorted(sd for sd in seeds
+                  if all(by.get((task, sd, v), {}).get(part) for v in variants))
+
+
 def _cell_mean(by: dict, task: str, variant: str, part: str = "test",
-               stat: str = "accuracy") -> float | None:
-    """Mean over seeds of ``summary[part][stat]`` for one (task, variant); None: no run."""
-    xs = [s[part][stat] for (t, _, v), s in by.items()
-          if t == task and v == variant and s.get(part)]
+               stat: str = "accuracy", seeds: list[int] | None = None) -> float | None:
+    """Mean over ``seeds`` (default: every seed it ran) of ``summary[part][stat]`` for one
+    (task, variant); None: no run."""
+    xs = [s[part][stat] for (t, sd, v), s in by.items()
+          if t == task and v == variant and s.get(part) and (seeds is None or sd in seeds)]
     return sum(xs) / len(xs) if xs else None
 
 
@@ -161,11 +173,10 @@ def _mean_pairs(by: dict, tasks: list[str], v1: str,
     """(task, mean test accuracy of v1, of v2) over the seeds where both ran."""
     out = []
     for t in tasks:
-        seeds = [sd for tt, sd, v in by if tt == t and v == v1 and (t, sd, v2) in by
-                 and by[(t, sd, v1)].get("test") and by[(t, sd, v2)].get("test")]
-        if seeds:
-            out.append((t, *(sum(by[(t, sd, v)]["test"]["accuracy"] for sd in seeds)
-                             / len(seeds) for v in (v1, v2))))
+        if seeds := _seeds_with(by, t, (v1, v2)):
+            a, b = (_cell_mean(by, t, v, seeds=seeds) for v in (v1, v2))
+            assert a is not None and b is not None
+            out.append((t, a, b))
     return out
 
 
@@ -213,7 +224,10 @@ def observations(cells: list[dict]) -> list[str]:
                    + (" — denoising barely acts at this budget." if gap < 1e-3 else
                       f" ({'; '.join(den)})."))
     for t in tasks:
-        variants = {v for tt, _, v in by if tt == t and v not in DETERMINISTIC}
+        # the variants that ran on every seed of the task, compared over those seeds
+        seeds = sorted({sd for tt, sd, _ in by if tt == t})
+        variants = {v for tt, _, v in by if tt == t and v not in DETERMINISTIC
+                    and _seeds_with(by, t, [v], "user") == seeds}
         user = {v: x for v in variants if (x := _cell_mean(by, t, v, "user", "loss")) is not None}
         test = {v: a for v in variants if (a := _cell_mean(by, t, v)) is not None}
         n_user = next((s["user"]["n"] for (tt, _, _), s in by.items()
@@ -245,8 +259,7 @@ def _fit_or_search(by: dict, tasks: list[str]) -> list[str]:
 
     out = []
     for t in tasks:
-        seeds = sorted(sd for tt, sd, v in by if tt == t and v == "evo"
-                       and (t, sd, "lorahub") in by and by[(t, sd, "evo")].get("user"))
+        seeds = _seeds_with(by, t, ("evo", "lorahub"), "user")
         if not seeds:
             continue
         fit, differ, agree = 0, 0, 0
