@@ -255,3 +255,41 @@ def held_out_correct(summary: dict[str, Any]) -> str | None:
     test = summary.get("test")
     return summary.get("correct", test.get("correct") if isinstance(test, dict) else None)
 
+
+
+def run_host(path: str | Path) -> str:
+    """Where a run ran, from its manifest: ``"<cpu> (<float units>)"``. Two CPUs with other
+    units give other float results for the same run (bf16 on AMX and on AVX-512 BF16 round
+    differently), so reports that compare runs say which machine each came from."""
+    f = Path(path) / "manifest.json"
+    host = json.loads(f.read_text()).get("host", {}) if f.is_file() else {}
+    if "cpu" not in host:
+        return "not recorded (manifest written before bbx recorded the CPU)"
+    return f"{host['cpu']} ({', '.join(host.get('cpu_units') or []) or 'no AVX2'})"
+
+
+def machines_lines(cells: list[tuple[Path, str]], heading: str = "Machines (from the run "
+                   "manifests)") -> list[str]:
+    """Report lines naming the machines a grid's cells ran on. ``cells`` pairs each run
+    directory with its comparison group (``"sst-2 s42"``: the runs whose paired differences
+    are read against each other); a group split over machines is named, because its paired
+    differences then hold the machines' float differences as well as the methods'."""
+    by_host: dict[str, list[str]] = {}
+    hosts_of: dict[str, set[str]] = {}
+    for path, group in cells:
+        host = run_host(path)
+        by_host.setdefault(host, []).append(group)
+        hosts_of.setdefault(group, set()).add(host)
+    if not by_host:
+        return []
+    if len(by_host) == 1:
+        return [f"{heading}: every cell ran on {next(iter(by_host))}.", ""]
+    out = [f"{heading}:"]
+    for host, groups in by_host.items():
+        counts = ", ".join(f"{g} ×{groups.count(g)}" for g in dict.fromkeys(groups))
+        out.append(f"- {host}: {len(groups)} cells ({counts})")
+    split = [g for g, hosts in hosts_of.items() if len(hosts) > 1]
+    if split:
+        out.append(f"- split over machines: {', '.join(split)} (their paired differences "
+                   "include the machines' float differences)")
+    return out + [""]

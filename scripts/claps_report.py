@@ -35,6 +35,7 @@ from claps_grid import (  # noqa: E402  (the grid's cells)
 )
 
 from blackbox.paths import portable  # noqa: E402
+from blackbox.runs import machines_lines  # noqa: E402
 
 TASK_ORDER = ["sst-2", "mr", "trec", "agnews"]
 METHOD_ORDER = ["manual", "random-search", "random-prune", "claps-greedy", "claps-genetic",
@@ -88,7 +89,7 @@ def load_runs(runs: Path) -> list[dict[str, Any]]:
                     "recipe": recipe, "train_n": n,
                     "placement": f"{extra.get('device', '?')} / {extra.get('dtype', '?')}",
                     "fingerprint": mb.get("fingerprint"),
-                    "run_dir": portable(s.parent),
+                    "run_dir": portable(s.parent), "dir": s.parent,
                     "best_prompt": summary["best_prompt"],
                     "test_acc": (summary.get("test") or {}).get("accuracy"),
                     "test_correct": (summary.get("test") or {}).get("correct"),
@@ -444,6 +445,7 @@ def render(runs: list[dict[str, Any]], eff: list[dict[str, Any]],
                        for r in runs for o in r["overlap"]})
     return "\n".join([
         status, "", f"Engine device / dtype (from the runs' manifests): {engine}.", "",
+        *machines_lines([(r["dir"], f"{r['task']} s{r['seed']}") for r in runs]),
         *([f"Runs that went on with texts shared between the fit and held-out sets "
            f"(allow_overlap; from their notes): {'; '.join(overlaps)}.", ""] if overlaps else []),
         *claim_lines(runs, comps, eff_r),
@@ -559,7 +561,7 @@ def main() -> None:
         raise SystemExit(f"{args.out} has no {BEGIN} ... {END} markers")
     head, _, rest = text.partition(BEGIN)
     args.out.write_text(f"{head}{BEGIN}\n{body}\n{END}{rest.partition(END)[2]}")
-    slim = [{k: v for k, v in r.items() if k not in ("curve", "curve_r", "recipe")}
+    slim = [{k: v for k, v in r.items() if k not in ("curve", "curve_r", "recipe", "dir")}
             for r in runs]
     json_path.write_text(json.dumps({"runs": slim, "efficiency": eff,
                                      "efficiency_reward": eff_r}, indent=1,

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from blackbox.paths import portable  # noqa: E402
-from blackbox.runs import iter_runs  # noqa: E402
+from blackbox.runs import iter_runs, machines_lines  # noqa: E402
 from blackbox.stats import format_diff, paired_bootstrap, pooled_bootstrap, verdict  # noqa: E402
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
@@ -518,7 +518,8 @@ def render(runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path,
             sorted(t for t in by_task if t not in TASK_ORDER):
         lines, comps[task] = task_section(task, by_task[task], plot_dir, md_dir)
         sections += lines
-    return [*config_lines(runs, recipe), *reproduce_lines, *claim_lines(comps, runs),
+    hosts = machines_lines([(r["dir"], f"{r['task']} s{r['recipe']['seed']}") for r in runs])
+    return [*config_lines(runs, recipe), *hosts, *reproduce_lines, *claim_lines(comps, runs),
             *sections]
 
 

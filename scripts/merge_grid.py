@@ -46,6 +46,35 @@ def scaled_config(args: argparse.Namespace) -> dict:
     }
 
 
+def _zoo_identity(manifest: dict) -> dict:
+    """What tells two zoo builds apart: each adapter's spec and final training loss (a
+    rebuild on another CPU trains other weights, and its losses differ)."""
+    return {name: (a["spec"], round(a["final_loss"], 3))
+            for name, a in manifest.get("adapters", {}).items()}
+
+
+def keep_zoo_description(args: argparse.Namespace) -> None:
+    """Copy the zoo's ``zoo.json`` next to the runs: the zoo lives in the user cache of the
+    machine that built it, the runs are committed, and the report describes the zoo from this
+    copy. A grid resumed against another build of the zoo is refused (cells measured on two
+    zoos would be compared as if on one)."""
+    import json
+
+    from blackbox.methods.merge.zoo import default_zoo_dir
+
+    folder = default_zoo_dir(args.model) if args.zoo == "zoo" else Path(args.zoo)
+    built, kept = folder / "zoo.json", args.runs / "zoo.json"
+    if not built.is_file():
+        return  # the merge itself says how to build the zoo
+    new = json.loads(built.read_text())
+    if kept.is_file() and _zoo_identity(json.loads(kept.read_text())) != _zoo_identity(new):
+        raise SystemExit(f"error: the zoo in {folder} is another build than the one the runs in "
+                         f"{args.runs} were measured on ({kept}); pass --runs to a new folder "
+                         "(or move those runs aside) to start the grid on this zoo")
+    if not kept.is_file():
+        kept.write_text(json.dumps(new, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=TASKS)
@@ -76,6 +105,7 @@ def main() -> None:
     from blackbox.grid import Cell, run_grid
 
     args.runs.mkdir(parents=True, exist_ok=True)
+    keep_zoo_description(args)
     cfg = scaled_config(args)
 
     def cell(task: str, seed: int, variant: str) -> Cell:

@@ -19,6 +19,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from merge_grid import DETERMINISTIC, SEEDS, TASKS, VARIANTS  # noqa: E402
 
+from blackbox.runs import machines_lines  # noqa: E402
+
 LABELS = {
     "base": "base model (no adapter)",
     "uniform": "uniform average (α=1, β=1/N)",
@@ -289,32 +291,12 @@ def _fit_or_search(by: dict, tasks: list[str]) -> list[str]:
     return out
 
 
-def machines(cells: list[dict]) -> list[str]:
-    """Which CPUs the cells ran on (from each manifest): a grid resumed on another machine
-    mixes float kernels (fp32 sums in another order), so the report says so."""
-    seen: dict[str, list[str]] = {}
-    for c in cells:
-        host = json.loads((c["dir"] / "manifest.json").read_text()).get("host", {})
-        units = host.get("cpu_units")
-        where = (f"{host['cpu']} ({', '.join(units) or 'no AVX2'})" if "cpu" in host
-                 else "not recorded (manifest written before bbx recorded the CPU)")
-        r = c["recipe"]
-        seen.setdefault(where, []).append(f"{r['task']} s{r['seed']}")
-    if len(seen) <= 1:
-        return []
-    out = ["Machines (from the manifests; every cell ran in "
-           f"{', '.join(sorted({c['recipe']['backend'].get('dtype', 'auto') for c in cells}))}):"]
-    for where, names in seen.items():
-        groups = ", ".join(f"{n} ×{names.count(n)}" for n in dict.fromkeys(names))
-        out.append(f"- {where}: {len(names)} cells ({groups})")
-    return out + [""]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=REPO / "results" / "merge-runs")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "evo-merge.md")
-    ap.add_argument("--zoo", type=Path, default=None, help="zoo folder (for its manifest)")
+    ap.add_argument("--zoo", type=Path, default=None, help="zoo folder whose zoo.json to "
+                    "describe (default: the copy the grid keeps in --runs)")
     args = ap.parse_args()
     cells, stale = load(args.runs)
     lines = ["# Evo-Merging (bbx merge): results", "",
@@ -360,12 +342,8 @@ def main() -> None:
             "evaluations would take days per run. fp32 rather than bf16: the loss "
             "differences CMA-ES ranks between nearby mixtures are small, and bf16 would "
             "round part of them away.", ""]
-        zoo = args.zoo
-        if zoo is None:
-            from blackbox.methods.merge.zoo import default_zoo_dir
-
-            zoo = default_zoo_dir()
-        mf = Path(zoo) / "zoo.json"
+        # the grid keeps the description of the zoo its cells ran on next to them
+        mf = (args.runs / "zoo.json" if args.zoo is None else Path(args.zoo) / "zoo.json")
         if mf.is_file():
             m = json.loads(mf.read_text())
             lines += ["## The adapter zoo", "",
@@ -386,6 +364,8 @@ def main() -> None:
                              f"{dropped} | {a['train']['steps']} | {a['final_loss']:.3f} | "
                              f"{a['seconds']:.0f} |")
             lines.append("")
+            if m.get("recovered_from"):
+                lines += [f"This description of the zoo was {m['recovered_from']}.", ""]
     lines += ["## Results (test accuracy)", ""]
     for task in TASKS:
         lines += table(cells, task)
@@ -401,7 +381,10 @@ def main() -> None:
               f"{len(VARIANTS)} variants; {', '.join(sorted(DETERMINISTIC))} once per task) "
               "have finished."
               + (" Not run (yet): " + "; ".join(missing) + "." if missing else ""), ""]
-    lines += machines(cells)
+    dtypes = ', '.join(sorted({c['recipe']['backend'].get('dtype', 'auto') for c in cells}))
+    lines += machines_lines([(c["dir"], f"{c['recipe']['task']} s{c['recipe']['seed']}")
+                             for c in cells],
+                            f"Machines (from the run manifests; every cell ran in {dtypes})")
     lines += ["## The paper's claim: Evo > w/o sign > LoraHub > uniform", ""]
     lines += [claim(cells, t) for t in TASKS] + [""]
     obs = observations(cells)

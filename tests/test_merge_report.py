@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from blackbox.api import run_recipe
 from blackbox.stats import format_diff, paired_bootstrap
 
@@ -18,6 +20,33 @@ FAKE = {"kind": "fake", "seed": 3, "bias": {"great": {" positive": 2.0}},
                          "neg": {" negative": 1.5}, "noise": {" positive": -2.0}}}
 SMALL = {"stage1": {"evaluations": 8, "popsize": 4}, "stage2": {"evaluations": 8, "popsize": 4},
          "lorahub": {"optimizer": "ng:NGOpt", "evaluations": 4, "popsize": 1}}
+
+
+def _zoo(loss: float) -> dict:
+    spec = {"name": "pos", "task": "mr", "template": 1, "label_words": None, "seeds": None}
+    return {"model": "m", "held_out": ["sst-2"], "adapters": {"pos": {
+        "spec": spec, "train": {"steps": 100}, "examples": 7, "dropped_as_target_texts": {},
+        "final_loss": loss, "seconds": 12.0}}}
+
+
+def test_the_grid_keeps_its_zoo_description_and_refuses_another_build(tmp_path: Path) -> None:
+    """Cells measured on two builds of the zoo must never land in one table."""
+    import argparse
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from merge_grid import keep_zoo_description
+
+    zoo, runs = tmp_path / "zoo", tmp_path / "runs"
+    zoo.mkdir()
+    runs.mkdir()
+    (zoo / "zoo.json").write_text(json.dumps(_zoo(0.4321)))
+    args = argparse.Namespace(zoo=str(zoo), model="default", runs=runs)
+    keep_zoo_description(args)
+    assert json.loads((runs / "zoo.json").read_text()) == _zoo(0.4321)
+    keep_zoo_description(args)  # the same build: the grid resumes
+    (zoo / "zoo.json").write_text(json.dumps(_zoo(0.5)))  # rebuilt elsewhere
+    with pytest.raises(SystemExit, match="another build"):
+        keep_zoo_description(args)
 
 
 def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
@@ -38,9 +67,12 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     data["host"].update(cpu="Some CPU", cpu_units=["avx2"])
     manifest.write_text(json.dumps(data))
 
+    # the zoo's description is the copy the grid keeps beside its runs (the zoo itself stays
+    # in the user cache of the machine that built it)
+    (runs / "zoo.json").write_text(json.dumps(_zoo(0.4321)))
     out = tmp_path / "evo-merge.md"
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "merge_report.py"), "--runs",
-                          str(runs), "--out", str(out), "--zoo", str(tmp_path / "no-zoo")],
+                          str(runs), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     text = out.read_text()
@@ -48,6 +80,8 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     assert "0.123" not in text
     assert "10 of 56 cells" in text and "trec s42 base" in text and "sst-2 s87 evo" in text
     assert "- Some CPU (avx2): 1 cells (sst-2 s13 ×1)" in text
+    assert "- split over machines: sst-2 s13 (their paired differences" in text
+    assert "| pos | mr | 1 | task default | 7 | none | 100 | 0.432 | 12 |" in text
     summaries = {v: json.loads((runs / f"sst-2-s42-{v}" / "summary.json").read_text())["test"]
                  for v in ("evo", "uniform")}
     evo_row = next(line for line in text.splitlines() if line.startswith("| **Evo-Merging**"))
@@ -58,7 +92,7 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
                                         summaries["evo"]["correct"]))
     row = next(line for line in text.splitlines() if line.startswith("| Evo − uniform"))
     assert row.split(" | ")[-1] == f"{want} |"  # seed 42 is the last column
-    assert "## The adapter zoo" not in text  # no zoo here: no zoo table made up
+    assert "## The adapter zoo" in text  # described from the copy beside the runs
     # Evo against LoraHub seed by seed: the user-loss pairs and the fit count are the runs'
     user = {(sd, v): json.loads((runs / f"sst-2-s{sd}-{v}" / "summary.json").read_text())
             ["user"]["loss"] for sd in (13, 42) for v in ("evo", "lorahub")}
