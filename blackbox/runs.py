@@ -256,7 +256,6 @@ def held_out_correct(summary: dict[str, Any]) -> str | None:
     return summary.get("correct", test.get("correct") if isinstance(test, dict) else None)
 
 
-
 def run_host(path: str | Path) -> str:
     """Where a run ran, from its manifest: ``"<cpu> (<float units>)"``. Two CPUs with other
     units give other float results for the same run (bf16 on AMX and on AVX-512 BF16 round

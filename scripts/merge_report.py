@@ -299,6 +299,9 @@ def main() -> None:
                     "describe (default: the copy the grid keeps in --runs)")
     args = ap.parse_args()
     cells, stale = load(args.runs)
+    # the grid keeps the description of the zoo its cells ran on next to them
+    zoo_file = args.runs / "zoo.json" if args.zoo is None else args.zoo / "zoo.json"
+    zoo = json.loads(zoo_file.read_text()) if zoo_file.is_file() else {}
     lines = ["# Evo-Merging (bbx merge): results", "",
              "Every number is read from a run directory of `scripts/merge_grid.py` (one run "
              "per task × seed × variant, local backend = the same code path `bbx serve` "
@@ -342,10 +345,8 @@ def main() -> None:
             "evaluations would take days per run. fp32 rather than bf16: the loss "
             "differences CMA-ES ranks between nearby mixtures are small, and bf16 would "
             "round part of them away.", ""]
-        # the grid keeps the description of the zoo its cells ran on next to them
-        mf = (args.runs / "zoo.json" if args.zoo is None else Path(args.zoo) / "zoo.json")
-        if mf.is_file():
-            m = json.loads(mf.read_text())
+        if zoo:
+            m = zoo
             lines += ["## The adapter zoo", "",
                       f"Held out of the zoo (merge targets): {', '.join(m['held_out'])}. "
                       "LoRA r=8, lora_alpha=16 on q,k,v,o,gate,up,down, trained on the label "
@@ -381,6 +382,16 @@ def main() -> None:
               f"{len(VARIANTS)} variants; {', '.join(sorted(DETERMINISTIC))} once per task) "
               "have finished."
               + (" Not run (yet): " + "; ".join(missing) + "." if missing else ""), ""]
+    if missing and zoo.get("recovered_from"):
+        lines += ["The missing cells cannot resume: the zoo the finished ones ran on is gone "
+                  "with the machine that built it (above), and a rebuild on another CPU need "
+                  "not reproduce its weights (fp32 sums in another order). Running them means "
+                  "rebuilding the zoo and rerunning the whole grid on it in a new runs folder "
+                  "(`scripts/merge_grid.py` refuses to mix zoo builds): the zoo took "
+                  f"{sum(a['seconds'] for a in zoo['adapters'].values()) / 3600:.1f} h to "
+                  "train and the finished cells "
+                  f"{sum(c['summary'].get('run_wall_s', 0) for c in cells) / 3600:.1f} h to "
+                  "run on the machine that ran them.", ""]
     dtypes = ', '.join(sorted({c['recipe']['backend'].get('dtype', 'auto') for c in cells}))
     lines += machines_lines([(c["dir"], f"{c['recipe']['task']} s{c['recipe']['seed']}")
                              for c in cells],

@@ -69,7 +69,7 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
 
     # the zoo's description is the copy the grid keeps beside its runs (the zoo itself stays
     # in the user cache of the machine that built it)
-    (runs / "zoo.json").write_text(json.dumps(_zoo(0.4321)))
+    (runs / "zoo.json").write_text(json.dumps({**_zoo(0.4321), "recovered_from": "made up"}))
     out = tmp_path / "evo-merge.md"
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "merge_report.py"), "--runs",
                           str(runs), "--out", str(out)],
@@ -82,6 +82,9 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     assert "- Some CPU (avx2): 1 cells (sst-2 s13 ×1)" in text
     assert "- split over machines: sst-2 s13 (their paired differences" in text
     assert "| pos | mr | 1 | task default | 7 | none | 100 | 0.432 | 12 |" in text
+    assert "This description of the zoo was made up." in text
+    # a recovered description means the zoo itself is gone: the missing cells cannot resume
+    assert "The missing cells cannot resume" in text and "the zoo took 0.0 h to train" in text
     summaries = {v: json.loads((runs / f"sst-2-s42-{v}" / "summary.json").read_text())["test"]
                  for v in ("evo", "uniform")}
     evo_row = next(line for line in text.splitlines() if line.startswith("| **Evo-Merging**"))
