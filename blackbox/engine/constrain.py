@@ -46,6 +46,33 @@ def tokenizer_data(engine: Any) -> Any:
         return data
 
 
+#: JSON Schema keywords lm-format-enforcer (0.11) parses past without enforcing: a document
+#: decoded under them can break them (a "maximum": 100 integer came out as 1000), so a schema
+#: that uses one is refused up front rather than answered with a document that does not match.
+UNENFORCED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+              "format", "uniqueItems", "contains", "minContains", "maxContains",
+              "minProperties", "maxProperties", "propertyNames", "patternProperties",
+              "dependentRequired", "dependentSchemas", "not", "if", "then", "else")
+
+
+def unenforced(schema: Any, path: str = "the top level") -> list[str]:
+    """``"'keyword' at path"`` for each :data:`UNENFORCED` keyword in ``schema`` (property
+    names are not keywords: a property called ``format`` is fine)."""
+    if not isinstance(schema, dict):
+        return []
+    here = "" if path == "the top level" else f"{path}."
+    out = [f"'{k}' at {path}" for k in UNENFORCED if k in schema]
+    for key in ("properties", "$defs", "definitions"):
+        for name, sub in (schema.get(key) or {}).items():
+            out += unenforced(sub, f"{here}{key}.{name}")
+    for key in ("items", "additionalProperties"):
+        out += unenforced(schema.get(key), f"{here}{key}")
+    for key in ("prefixItems", "anyOf", "oneOf", "allOf"):
+        for i, sub in enumerate(schema.get(key) or []):
+            out += unenforced(sub, f"{here}{key}[{i}]")
+    return out
+
+
 class JsonGuide:
     """Which tokens may come next in one row, so that its text is a JSON document matching
     ``schema`` (``None``: any JSON object). One guide per row: it remembers the row's parse."""
@@ -58,6 +85,10 @@ class JsonGuide:
         # newline and three levels of two-space indentation, and a model that prefers blanks
         # cannot spend its max_tokens on them
         config = CharacterLevelParserConfig(max_consecutive_whitespaces=8)
+        if found := unenforced(schema):
+            raise BbxError("this JSON schema cannot be enforced: " + ", ".join(found)
+                           + " (bbx serve's grammar does not enforce these keywords); leave "
+                           "them out and check those values after the response")
         try:
             parser = JsonSchemaParser(schema if schema is not None else {"type": "object"},
                                       config)
