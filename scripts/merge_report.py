@@ -346,15 +346,14 @@ def main() -> None:
             "differences CMA-ES ranks between nearby mixtures are small, and bf16 would "
             "round part of them away.", ""]
         if zoo:
-            m = zoo
             lines += ["## The adapter zoo", "",
-                      f"Held out of the zoo (merge targets): {', '.join(m['held_out'])}. "
+                      f"Held out of the zoo (merge targets): {', '.join(zoo['held_out'])}. "
                       "LoRA r=8, lora_alpha=16 on q,k,v,o,gate,up,down, trained on the label "
                       "word after the template.", "",
                       "| adapter | source | template | label words | texts | dropped as "
                       "target texts | steps | final train loss | train s |",
                       "|---|---|---:|---|---:|---|---:|---:|---:|"]
-            for name, a in m["adapters"].items():
+            for name, a in zoo["adapters"].items():
                 sp = a["spec"]
                 src = sp["task"] + (f" 16-shot files, seeds {sp['seeds']}" if sp.get("seeds")
                                     else "")
@@ -365,8 +364,8 @@ def main() -> None:
                              f"{dropped} | {a['train']['steps']} | {a['final_loss']:.3f} | "
                              f"{a['seconds']:.0f} |")
             lines.append("")
-            if m.get("recovered_from"):
-                lines += [f"This description of the zoo was {m['recovered_from']}.", ""]
+            if zoo.get("recovered_from"):
+                lines += [f"This description of the zoo was {zoo['recovered_from']}.", ""]
     lines += ["## Results (test accuracy)", ""]
     for task in TASKS:
         lines += table(cells, task)

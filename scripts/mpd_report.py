@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from blackbox.paths import portable  # noqa: E402
+from blackbox.runs import machines_lines  # noqa: E402
 
 METHODS = [("zero-shot", "zero-shot"), ("zero-shot-cal", "calibrated zero-shot"),
            ("dect", "DecT"), ("mpd", "MPD"),
@@ -151,6 +152,8 @@ def write_report(runs: Path, out: Path, limit: int | None, argv: list[str]) -> N
     n_win = sum(d > 0 for *_, d in wins)
     by_shot = ", ".join(f"{k} shots: {100 * np.mean([d for _, kk, d in wins if kk == k]):+.1f}"
                         for k in shots if any(kk == k for _, kk, _ in wins))
+    machines = "\n".join(machines_lines([(runs / r["run"], f"{r['task']} s{r['seed']}")
+                                         for r in rows]))
     md = f"""# MPD vs DecT on SmolLM2-135M-Instruct (`bbx decode`)
 
 Made by `scripts/mpd_report.py` from the summaries of {len(rows)} runs under
@@ -161,8 +164,8 @@ Made by `scripts/mpd_report.py` from the summaries of {len(rows)} runs under
 {cmd.strip()}
 ```
 
-Setup: backend `local` (bundled SmolLM2-135M-Instruct on {rows[0]['cpu'] or 'a CPU'}
-({', '.join(rows[0]['cpu_units'] or []) or 'units not recorded'}), engine dtype
+{machines}
+Setup: backend `local` (bundled SmolLM2-135M-Instruct, engine dtype
 {rows[0]['dtype']}; fingerprint
 `{rows[0]['backend']}`); tasks {', '.join(tasks)}; shots {shots}; seeds {seeds}.
 Train and dev are the k-shot splits of each seed (1 and 4 shots drawn from the shipped
