@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from blackbox.runs import held_out, held_out_correct, iter_runs
+from blackbox.runs import held_out, held_out_correct, iter_runs, machines_lines
 from blackbox.stats import format_diff, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,8 +103,6 @@ def report(out: Path) -> None:
     order = [n for n in commands({k: Path(k) for k in ("train", "dev", "test", "pool")})
              if n in runs]
     base = runs["zero-shot"]["summary"]["correct"] if "zero-shot" in runs else None
-    machine = next(((r["manifest"] or {}).get("host", {}).get("cpu") for r in runs.values()),
-                   None)
     lines = [
         "# Every method on your own files",
         "",
@@ -118,9 +116,10 @@ def report(out: Path) -> None:
         f"scores the same {LIMIT} test items (`--limit`/`--test-limit`/`--eval-limit` "
         f"{LIMIT}: the shared seeded subset), so differences are paired: each is given with a "
         "95% bootstrap interval over the test items. One seed (42). Model: "
-        f"SmolLM2-135M-Instruct on the CPU ({machine or 'machine not recorded'}); each run "
-        "starts from an empty response cache, so queries are paid and wall times are real.",
+        "SmolLM2-135M-Instruct on the CPU; each run starts from an empty response cache, so "
+        "queries are paid and wall times are real.",
         "",
+        *machines_lines([(Path(runs[n]["path"]), "own data") for n in order]),
         "| method | test accuracy (n) | vs zero-shot, points [95% CI] | queries paid | "
         "wall s |",
         "|---|---:|---:|---:|---:|",
@@ -128,7 +127,13 @@ def report(out: Path) -> None:
     verdicts: list[str] = []
     for name in order:
         s = runs[name]["summary"]
-        _split, n, acc = held_out(s) or ("test", 0, float("nan"))
+        measured = held_out(s)
+        if measured is None:
+            # Every run here is given a test file, so a summary without a held-out score means
+            # the run stopped before scoring: say which, rather than print a "nan%" row.
+            raise SystemExit(f"{name}: its summary has no held-out score; rerun it "
+                             "(the runs already paid for are kept)")
+        _split, n, acc = measured
         correct = held_out_correct(s)
         diff = "—"
         if name != "zero-shot" and base is not None and correct is not None:
