@@ -418,6 +418,16 @@ def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: 
              f"evaluation set: {'/'.join(map(str, n_eval))} items per seed "
              f"({'the same for every seed' if same else 'the other half'}); seeds: "
              f"{', '.join(map(str, seeds))}.", ""]
+    if all(r["summary"].get("stopped") == "pool exhausted" for r in runs):
+        # then acquisition cannot matter: say so, or its "not distinguishable" rows read as
+        # a finding about active learning
+        queries = sorted({r["summary"]["queries"] for r in runs})
+        lines += [f"The budget outlasts this pool: every run stopped with the pool exhausted "
+                  f"after labelling all {s0['pool']} items "
+                  f"({'/'.join(map(str, queries))} of {s0['query_budget']} queries), so every "
+                  "acquisition function ends on the same labelled set and active learning is "
+                  "the whole-pool reference. The linear student is then the same; the "
+                  "fine-tuned one differs only by the order its items came in.", ""]
     lines += reference_lines(runs)
     lines += accuracy_lines(runs)
     budget = s0["query_budget"]

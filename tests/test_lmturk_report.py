@@ -62,6 +62,7 @@ def _grid(root: Path) -> None:
             _write(root, _summary("sst-2", acq, "soft", ALL), seed, "soft", ["eval_limit=10"])
             _write(root, _summary("sst-2", acq, "hard", NONE), seed, "hard", ["eval_limit=10"])
     trec = _summary("trec", "random", "soft", HALF, workers="0101010101")
+    trec["stopped"] = "pool exhausted"  # the budget labelled the whole pool
     trec["notes"] = {"overlap": [{"fit": "pool", "held_out": "evaluation set", "count": 1,
                                   "of": 10, "example": "What is diabetes ?"}]}
     _write(root, trec, 13, "soft", ["eval_limit=10"])
@@ -146,6 +147,12 @@ def test_report_script_renders_the_grid(tmp_path: Path) -> None:
     assert "recipes/lmturk-grid.yaml" in text
     assert ("(allow_overlap; from their notes): trec s13: 1 of 10 evaluation set texts also in "
             "the pool (e.g. 'What is diabetes ?').") in text
+    # trec's pool ran out before its budget: its acquisition rows cannot say anything, and
+    # the report says why (once: sst-2's runs spent their budget)
+    assert text.count("The budget outlasts this pool") == 1
+    assert ("every run stopped with the pool exhausted after labelling all 40 items (90 of 90 "
+            "queries), so every acquisition function ends on the same labelled set") in text
+    assert text.index("### trec") < text.index("The budget outlasts this pool")
     assert (tmp_path / "lmturk" / "lmturk-sst-2.png").is_file()
     assert "![sst-2 learning curves](lmturk/lmturk-sst-2.png)" in text
 
