@@ -43,10 +43,19 @@ def paired_bootstrap(base: str | np.ndarray, other: str | np.ndarray, n_boot: in
     return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(d))}
 
 
-def pooled_bootstrap(pairs: Sequence[tuple[str, str]], same_items: bool, n_boot: int = 10_000,
+def _scores(x: str | Sequence[float] | np.ndarray) -> np.ndarray:
+    """Per-item scores: a :func:`correct_string`, or per-item values in [0, 1] (the share of
+    several runs that got the item right)."""
+    return parse_correct(x).astype(np.float64) if isinstance(x, str) else np.asarray(
+        x, dtype=np.float64)
+
+
+def pooled_bootstrap(pairs: Sequence[tuple[str | np.ndarray, str | np.ndarray]],
+                     same_items: bool, n_boot: int = 10_000,
                      seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """The mean over seeds of ``other`` minus ``base`` (one ``(base, other)`` pair of
-    :func:`correct_string` per seed), with a percentile bootstrap interval over items.
+    :func:`correct_string`, or of per-item score arrays, per seed), with a percentile
+    bootstrap interval over items.
 
     ``same_items``: every seed scored the same test items (in the same order), so one draw of
     items serves every seed, and the interval is :func:`paired_bootstrap`'s on the per-item
@@ -54,8 +63,8 @@ def pooled_bootstrap(pairs: Sequence[tuple[str, str]], same_items: bool, n_boot:
     bootstrap). Either way the interval covers the draw of test items, not of seeds."""
     if not pairs:
         raise ValueError("pooled comparison of no seeds")
-    a = [parse_correct(x).astype(np.float64) for x, _ in pairs]
-    b = [parse_correct(y).astype(np.float64) for _, y in pairs]
+    a = [_scores(x) for x, _ in pairs]
+    b = [_scores(y) for _, y in pairs]
     if any(x.shape != y.shape for x, y in zip(a, b, strict=True)):
         raise ValueError("paired comparison over different items within a seed")
     if same_items:

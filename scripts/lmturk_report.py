@@ -30,6 +30,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 from blackbox.paths import portable  # noqa: E402
 from blackbox.runs import iter_runs, machines_lines  # noqa: E402
@@ -401,9 +402,12 @@ def balance_lines(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path
+def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path,
+                 labels: dict[str, Any] | None = None
                  ) -> tuple[list[str], list[dict[str, Any]]]:
-    """The task's tables, sentences and plot; and its comparisons (for the claim)."""
+    """The task's tables, sentences and plot; and its comparisons (for the claim).
+    ``labels``: scripts/lmturk_labels.py's output, whose table for the task goes after the
+    paired differences."""
     by_mode = len({r["mode"] for r in runs}) > 1
     by_acq: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:  # one curve per acquisition function (and label mode, when both ran)
@@ -445,6 +449,10 @@ def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: 
     comps = comparisons(runs)
     lines += paired_lines(comps, n_eval, same)
     lines += verdict_lines(task, comps)
+    if labels is not None:
+        from lmturk_labels import section_lines  # scripts/ is on sys.path
+
+        lines += section_lines(labels, task)
     for rand in [a for a in acqs if a.split(" ")[0] == "random"]:
         lines += goal_lines(by_acq, acqs, rand)
     refs = list({r["seed"]: r["summary"] for r in runs}.values())
@@ -490,7 +498,10 @@ def reproduce(runs: list[dict[str, Any]], runs_dir: Path, recipe: Path,
     note = (["", f"(The cells differ in {', '.join(mixed)}: each run's recipe.yaml has its "
              "own.)"] if mixed else [])
     return ["Reproduce (the grid skips finished cells and resumes unfinished ones):", "",
-            "```bash", grid, f".venv/bin/python scripts/lmturk_report.py {report_args}", "```",
+            "```bash", grid,
+            f".venv/bin/python scripts/lmturk_labels.py --runs {portable(runs_dir)}"
+            "  # the label-quality rows: no LLM query",
+            f".venv/bin/python scripts/lmturk_report.py {report_args}", "```",
             *note, ""]
 
 
@@ -519,14 +530,15 @@ def config_lines(runs: list[dict[str, Any]], recipe: Path) -> list[str]:
 
 
 def render(runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path,
-           reproduce_lines: list[str], recipe: Path) -> list[str]:
+           reproduce_lines: list[str], recipe: Path,
+           labels: dict[str, Any] | None = None) -> list[str]:
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         by_task[r["task"]].append(r)
     sections, comps = [], {}
     for task in [t for t in TASK_ORDER if t in by_task] + \
             sorted(t for t in by_task if t not in TASK_ORDER):
-        lines, comps[task] = task_section(task, by_task[task], plot_dir, md_dir)
+        lines, comps[task] = task_section(task, by_task[task], plot_dir, md_dir, labels)
         sections += lines
     hosts = machines_lines([(r["dir"], f"{r['task']} s{r['recipe']['seed']}") for r in runs])
     return [*config_lines(runs, recipe), *hosts, *reproduce_lines, *claim_lines(comps, runs),
@@ -549,8 +561,10 @@ def main() -> None:
     out = args.out
     report_args = f"--runs {portable(args.runs)} --out {portable(out)}" + (
         f" --recipe {portable(args.recipe)}" if args.recipe else "")
+    quality = args.runs / "label-quality.json"  # scripts/lmturk_labels.py's, if it ran
+    labels = json.loads(quality.read_text()) if quality.is_file() else None
     body = render(runs, out.parent / out.stem, out.parent,
-                  reproduce(runs, args.runs, recipe, report_args), recipe)
+                  reproduce(runs, args.runs, recipe, report_args), recipe, labels)
     generated = "\n".join([START, *body, END])
     text = out.read_text() if out.is_file() else f"# LMTurk results\n\n{START}\n{END}\n"
     if START not in text or END not in text:

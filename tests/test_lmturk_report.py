@@ -130,6 +130,14 @@ def test_report_script_renders_the_grid(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     runs, out = tmp_path / "runs", tmp_path / "lmturk.md"
     _grid(runs)
+    # scripts/lmturk_labels.py's file beside the runs, for trec only: its table goes there
+    cell = {"task": "trec", "seed": 13, "items": 8, "eval": 4, "gold": 6, "same_items": False,
+            "workers_label_accuracy": 0.5, "gold_only": "1100", "workers": "0000",
+            "workers_unweighted": "1000", "workers_at_test": "1110",
+            "noise": {"matched": {"accuracy": 0.5, "draws": 1, "hits": [1, 1, 0, 1]},
+                      "1.0": {"accuracy": 1.0, "draws": 1, "hits": [1, 1, 1, 1]}}}
+    (runs / "label-quality.json").write_text(json.dumps(
+        {"draws": 1, "accuracies": [1.0], "cells": [cell]}))
     out.write_text("# kept\n<!-- generated:start -->\nold\n<!-- generated:end -->\ntail\n")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "lmturk_report.py"),
                            "--runs", str(runs), "--out", str(out)], capture_output=True,
@@ -153,6 +161,10 @@ def test_report_script_renders_the_grid(tmp_path: Path) -> None:
     assert ("every run stopped with the pool exhausted after labelling all 40 items (90 of 90 "
             "queries), so every acquisition function ends on the same labelled set") in text
     assert text.index("### trec") < text.index("The budget outlasts this pool")
+    assert text.count("**How right must the labels be?**") == 1
+    assert text.index("### trec") < text.index("**How right must the labels be?**")
+    assert "| gold labels (all right) | 1.00 | 1.000 | +75.0" in text
+    assert ".venv/bin/python scripts/lmturk_labels.py --runs " in text
     assert (tmp_path / "lmturk" / "lmturk-sst-2.png").is_file()
     assert "![sst-2 learning curves](lmturk/lmturk-sst-2.png)" in text
 
