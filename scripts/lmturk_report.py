@@ -156,6 +156,27 @@ def comparisons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def against_comparisons(runs: list[dict[str, Any]], base: list[dict[str, Any]], name: str
+                        ) -> list[dict[str, Any]]:
+    """One task's students and workers minus the same cell's in another grid (``base``,
+    called ``name``: the same seeds, items and labels, another recipe setting)."""
+    same = runs[0]["summary"]["pool_source"] != "seeded half of the test split"
+    theirs = {(r["task"], r["seed"], r["acq"], r["mode"]): r["summary"] for r in base}
+    who = [*STUDENTS, ("workers", "the workers", ("workers_eval", "correct"))]
+    out = []
+    for short, subject, path in who:
+        for acq, mode in _sorted_cells(runs):
+            got = {r["seed"]: (_at(b, path), _at(r["summary"], path)) for r in runs
+                   if (r["acq"], r["mode"]) == (acq, mode)
+                   and (b := theirs.get((r["task"], r["seed"], acq, mode)))}
+            got = {sd: p for sd, p in got.items()
+                   if all(isinstance(x, str) for x in p) and len(p[0]) == len(p[1]) > 0}
+            if got:
+                out.append(_compare(f"{short}: this grid − {name}", subject,
+                                    f"{subject} of {name}", f"{acq}, {mode}", got, same))
+    return out
+
+
 def paired_lines(comps: list[dict[str, Any]], n_eval: list[int], same: bool) -> list[str]:
     """The table of one task's comparisons: a column per seed, the mean over seeds and its
     verdict."""
@@ -403,7 +424,8 @@ def balance_lines(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path,
-                 labels: dict[str, Any] | None = None
+                 labels: dict[str, Any] | None = None,
+                 against: tuple[str, list[dict[str, Any]]] | None = None
                  ) -> tuple[list[str], list[dict[str, Any]]]:
     """The task's tables, sentences and plot; and its comparisons (for the claim).
     ``labels``: scripts/lmturk_labels.py's output, whose table for the task goes after the
@@ -449,6 +471,13 @@ def task_section(task: str, runs: list[dict[str, Any]], plot_dir: Path, md_dir: 
     comps = comparisons(runs)
     lines += paired_lines(comps, n_eval, same)
     lines += verdict_lines(task, comps)
+    if against is not None:
+        vs = against_comparisons(runs, [r for r in against[1] if r["task"] == task],
+                                 against[0])
+        if vs:
+            lines += [f"Against {against[0]}, the same cells:", ""]
+            lines += paired_lines(vs, n_eval, same)[2:]  # the header said it above
+            lines += verdict_lines(task, vs)
     if labels is not None:
         from lmturk_labels import section_lines  # scripts/ is on sys.path
 
@@ -531,14 +560,16 @@ def config_lines(runs: list[dict[str, Any]], recipe: Path) -> list[str]:
 
 def render(runs: list[dict[str, Any]], plot_dir: Path, md_dir: Path,
            reproduce_lines: list[str], recipe: Path,
-           labels: dict[str, Any] | None = None) -> list[str]:
+           labels: dict[str, Any] | None = None,
+           against: tuple[str, list[dict[str, Any]]] | None = None) -> list[str]:
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         by_task[r["task"]].append(r)
     sections, comps = [], {}
     for task in [t for t in TASK_ORDER if t in by_task] + \
             sorted(t for t in by_task if t not in TASK_ORDER):
-        lines, comps[task] = task_section(task, by_task[task], plot_dir, md_dir, labels)
+        lines, comps[task] = task_section(task, by_task[task], plot_dir, md_dir, labels,
+                                          against)
         sections += lines
     hosts = machines_lines([(r["dir"], f"{r['task']} s{r['recipe']['seed']}") for r in runs])
     return [*config_lines(runs, recipe), *hosts, *reproduce_lines, *claim_lines(comps, runs),
@@ -553,6 +584,8 @@ def main() -> None:
                     "folder of the same name (results/lmturk/)")
     ap.add_argument("--recipe", type=Path, default=None,
                     help="the grid's recipe (default: recipes/<the runs' name>.yaml)")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another grid's runs: each cell here minus the same cell there")
     args = ap.parse_args()
     runs = load_runs(args.runs)
     if not runs:
@@ -563,8 +596,12 @@ def main() -> None:
         f" --recipe {portable(args.recipe)}" if args.recipe else "")
     quality = args.runs / "label-quality.json"  # scripts/lmturk_labels.py's, if it ran
     labels = json.loads(quality.read_text()) if quality.is_file() else None
+    against = None if args.against is None else (
+        f"the grid in {portable(args.against)}", load_runs(args.against))
+    if args.against is not None:
+        report_args += f" --against {portable(args.against)}"
     body = render(runs, out.parent / out.stem, out.parent,
-                  reproduce(runs, args.runs, recipe, report_args), recipe, labels)
+                  reproduce(runs, args.runs, recipe, report_args), recipe, labels, against)
     generated = "\n".join([START, *body, END])
     text = out.read_text() if out.is_file() else f"# LMTurk results\n\n{START}\n{END}\n"
     if START not in text or END not in text:

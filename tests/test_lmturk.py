@@ -124,6 +124,20 @@ def test_calibration_divides_out_each_workers_bias() -> None:
     assert np.allclose(out[1], dists[1])  # an unbiased worker is left alone
 
 
+def test_gold_calibration_fits_the_offsets_that_undo_a_planted_bias() -> None:
+    from blackbox.methods.lmturk.workers import apply_log_bias, fit_log_bias
+
+    # a worker that answers [0.7, 0.3] to anything, on gold items half of each class: the
+    # likelihood is highest when its answers become [0.5, 0.5], b1 - b0 = log(0.7 / 0.3)
+    dists = np.tile([0.7, 0.3], (10, 1))
+    b = fit_log_bias(dists, np.array([0, 1] * 5), l2=0.0)
+    assert b[1] - b[0] == pytest.approx(np.log(0.7 / 0.3), abs=1e-4)
+    assert np.allclose(apply_log_bias(dists[None], b[None]), 0.5, atol=1e-4)
+    # the default L2 pulls the offsets toward 0 without flipping them
+    shrunk = fit_log_bias(dists, np.array([0, 1] * 5))
+    assert 0 < shrunk[1] - shrunk[0] < b[1] - b[0]
+
+
 def test_soft_label_fit_matches_hard_fit_on_one_hot_targets() -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -211,6 +225,27 @@ def test_distill_never_exceeds_the_query_budget_and_writes_its_artefacts(distill
     noise = [json.loads(x) for x in (rd / "label_noise.jsonl").read_text().splitlines()]
     assert len(noise) == s["labelled"]
     assert noise[0]["disagreement"] >= noise[-1]["disagreement"]
+
+
+def test_gold_calibration_is_paid_from_the_budget_and_recorded(tmp_path) -> None:
+    from blackbox.methods.lmturk.plan import plan
+
+    recipe = _recipe(tmp_path, gold_calibration=True, eval_workers=False)
+    res = run_recipe(recipe, backend=FakeBackend(fn=_oracle), progress=False)
+    s = res.summary
+    # 6 gold examples (2 per class), 3 of them each worker's demonstrations: 3 x 3 gold
+    # calibration queries beside the 9 content-free ones, all with the first round
+    assert s["gold_calibrated"] and s["calibrated"]
+    assert s["queries"] == 3 * s["labelled"] + 18 == 39 and s["labelled"] == 7
+    rounds = [json.loads(x) for x in (res.run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert [r["queries"] for r in rounds] == [0, 33, 39]
+    stages = {st.name: st.queries for st in plan(parse_recipe(recipe), FakeBackend())}
+    assert stages["calibration"] == 9 and stages["gold calibration"] == 9
+    assert stages["annotation"] == 3 * 7
+    workers = json.loads((res.run_dir / "workers.json").read_text())
+    # the second template's worker says 'alpha' for 'gamma': its fit lowers 'alpha'
+    offsets = workers[1]["gold_log_bias"]
+    assert offsets["alpha"] < offsets["gamma"]
 
 
 def test_hard_cap_stops_the_run_cleanly_before_overspending(tmp_path) -> None:

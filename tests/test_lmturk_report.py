@@ -183,3 +183,25 @@ def test_label_balance_counts_each_seeds_labels_once(tmp_path: Path) -> None:
     assert "| random | 8 | 0.25 / 0.50 | 0.75 / 0.50 |" in lines
     assert not any(line.startswith("| entropy") for line in lines)  # no label rows there
 
+
+
+def test_against_another_grid_pairs_the_same_cells(tmp_path: Path) -> None:
+    """A grid whose trec linear student is right on the half the other one misses: +0.0 for
+    every sst-2 cell, and the trec difference is that seed's paired one."""
+    from blackbox.stats import format_diff, paired_bootstrap
+
+    _grid(tmp_path / "a")
+    _grid(tmp_path / "b")
+    run = tmp_path / "b" / "trec-s13-random-soft" / "summary.json"
+    s = json.loads(run.read_text())
+    s["correct"] = "1" * 5 + "0" * 5  # HALF reversed
+    run.write_text(json.dumps(s))
+    a = lmturk_report.load_runs(tmp_path / "a")
+    b = lmturk_report.load_runs(tmp_path / "b")
+    trec = lmturk_report.against_comparisons([r for r in a if r["task"] == "trec"], b, "B")
+    linear = next(c for c in trec if c["row"] == "linear: this grid − B")
+    assert format_diff(linear["pooled"]) == format_diff(paired_bootstrap("1" * 5 + "0" * 5, HALF))
+    assert linear["object"] == "the linear student of B"
+    sst = lmturk_report.against_comparisons([r for r in a if r["task"] == "sst-2"], b, "B")
+    assert {format_diff(c["pooled"]) for c in sst} == {ZERO}
+    assert len(sst) == 3 * 4  # linear, fine-tuned, workers x 4 cells

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from blackbox.data import Example
 from blackbox.errors import BudgetExceeded
 from blackbox.methods.base import RunContext
 from blackbox.methods.lmturk import features as feat
@@ -40,8 +41,11 @@ from blackbox.methods.lmturk.student import Student, fit_logreg, softmax
 from blackbox.methods.lmturk.workers import (
     CONTENT_FREE,
     Worker,
+    apply_log_bias,
     calibrate,
     content_free_bias,
+    fit_log_bias,
+    held_out_gold,
     label,
     make_workers,
     worker_prompts,
@@ -149,26 +153,49 @@ class _Crowd:
     """The workers as the run asks them: calibrated (when the recipe says so) and counted."""
 
     def __init__(self, ctx: RunContext, workers: list[Worker], label_words: list[str],
-                 recipe: LMTurkRecipe) -> None:
+                 recipe: LMTurkRecipe, gold: list[Example]) -> None:
         self.ctx, self.workers, self.label_words, self.recipe = ctx, workers, label_words, recipe
-        self.bias: np.ndarray | None = None
+        self.bias: np.ndarray | None = None  # (M, C) content-free answers
+        self.log_bias: np.ndarray | None = None  # (M, C) offsets fitted on the gold
+        self.held_out = [held_out_gold(w, gold) for w in workers]
 
     @property
     def calibration_queries(self) -> int:
         """Queries the calibration costs (once per run)."""
-        return len(self.workers) * len(CONTENT_FREE) if self.recipe.calibrate else 0
+        cf = len(self.workers) * len(CONTENT_FREE) if self.recipe.calibrate else 0
+        return cf + (sum(map(len, self.held_out)) if self.recipe.gold_calibration else 0)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether every calibration the recipe asks for is done (and paid)."""
+        return ((not self.recipe.calibrate or self.bias is not None)
+                and (not self.recipe.gold_calibration or self.log_bias is not None))
 
     def ensure_calibrated(self) -> None:
         if self.recipe.calibrate and self.bias is None:
             self.bias = content_free_bias(self.ctx.backend, self.workers, self.label_words,
                                           chunk=self.recipe.chunk)
+        if self.recipe.gold_calibration and self.log_bias is None:
+            rows = []
+            for j, (w, held) in enumerate(zip(self.workers, self.held_out, strict=True)):
+                if not held:  # every gold example is a demonstration: nothing to fit on
+                    rows.append(np.zeros(len(self.label_words)))
+                    continue
+                d = label(self.ctx.backend, [w], [e.text for e in held], self.label_words,
+                          chunk=self.recipe.chunk)
+                if self.bias is not None:
+                    d = calibrate(d, self.bias[j:j + 1])
+                rows.append(fit_log_bias(d[0], np.array([e.label for e in held])))
+            self.log_bias = np.stack(rows)
 
     def ask(self, texts: list[str], bar: Any = None, description: str = "workers") -> np.ndarray:
         """``(M, n, C)`` answers of every worker about every text."""
         self.ensure_calibrated()
         dists = label(self.ctx.backend, self.workers, texts, self.label_words,
                       chunk=self.recipe.chunk, progress=bar, description=description)
-        return dists if self.bias is None else calibrate(dists, self.bias)
+        if self.bias is not None:
+            dists = calibrate(dists, self.bias)
+        return dists if self.log_bias is None else apply_log_bias(dists, self.log_bias)
 
 
 def _eval_workers(ctx: RunContext, crowd: _Crowd, splits: Splits, recipe: LMTurkRecipe,
@@ -265,7 +292,7 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
                            recipe.demo_words, recipe.query_words, recipe.worker_templates,
                            ctx.rng("workers"))
 
-    crowd = _Crowd(ctx, workers, label_words, recipe)
+    crowd = _Crowd(ctx, workers, label_words, recipe, splits.gold)
     trainer = _Trainer(recipe, x_gold, y_gold, n_classes)
     m = len(workers)
     labelled = np.zeros(0, dtype=np.int64)
@@ -308,7 +335,7 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
                 while True:
                     rest = np.setdiff1d(np.arange(len(splits.pool_texts)), labelled)
                     # the calibration is paid from the annotation budget, with the first round
-                    calib = crowd.calibration_queries if crowd.bias is None else 0
+                    calib = 0 if crowd.calibrated else crowd.calibration_queries
                     b = min(recipe.batch, (recipe.queries - used - calib) // m, len(rest))
                     if b <= 0:
                         stop = "pool exhausted" if len(rest) == 0 else "query budget reached"
@@ -356,7 +383,9 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
 
     ctx.run_dir.write_json("workers.json", [
         {**w.describe(), "content_free_bias": None if crowd.bias is None
-         else dict(zip(task.labels, np.round(crowd.bias[j], 4).tolist(), strict=True))}
+         else dict(zip(task.labels, np.round(crowd.bias[j], 4).tolist(), strict=True)),
+         "gold_log_bias": None if crowd.log_bias is None
+         else dict(zip(task.labels, np.round(crowd.log_bias[j], 4).tolist(), strict=True))}
         for j, w in enumerate(workers)])
     # the deliverable: the student trained on everything the workers labelled
     student = Student(
@@ -387,6 +416,7 @@ def run(recipe: LMTurkRecipe, ctx: RunContext) -> dict[str, Any]:
         "aggregation": recipe.aggregation,
         "workers": m,
         "calibrated": crowd.bias is not None,
+        "gold_calibrated": crowd.log_bias is not None,
         "gold": len(splits.gold),
         "pool": len(splits.pool_texts),
         "pool_source": splits.pool_source,

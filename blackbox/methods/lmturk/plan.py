@@ -2,10 +2,11 @@
 
 Features come from the backend's embeddings only with ``features: backend`` (``auto`` on
 the fake backend): one query per gold, pool and evaluation text. The annotation rounds
-spend the ``queries`` budget: the workers' calibration (three content-free inputs each),
-then ``batch`` items a round, every worker on every item, while the pool and the budget
-last (which items active learning picks is not known beforehand: the pool's texts stand
-for them). ``whole_pool`` lets the workers label the rest of the pool; ``eval_workers``
+spend the ``queries`` budget: the workers' calibration (three content-free inputs each,
+and with ``gold_calibration`` one query per gold example outside each worker's
+demonstrations), then ``batch`` items a round, every worker on every item, while the pool
+and the budget last (which items active learning picks is not known beforehand: the pool's
+texts stand for them). ``whole_pool`` lets the workers label the rest of the pool; ``eval_workers``
 scores them on (a subset of) the evaluation set.
 """
 
@@ -14,7 +15,12 @@ from __future__ import annotations
 from blackbox.backends.base import Backend
 from blackbox.methods.lmturk.pool import make_splits
 from blackbox.methods.lmturk.recipe import LMTurkRecipe
-from blackbox.methods.lmturk.workers import CONTENT_FREE, make_workers, worker_prompts
+from blackbox.methods.lmturk.workers import (
+    CONTENT_FREE,
+    held_out_gold,
+    make_workers,
+    worker_prompts,
+)
 from blackbox.methods.plan import Stage, distinct
 from blackbox.runs import child_rng
 
@@ -36,6 +42,8 @@ def plan(recipe: LMTurkRecipe, backend: Backend) -> list[Stage]:
         texts = distinct([e.text for e in splits.gold] + pool + [e.text for e in splits.eval])
         stages.append(Stage("features", "embed", len(texts), texts))
     calib = m * len(CONTENT_FREE) if recipe.calibrate else 0
+    held = [held_out_gold(w, splits.gold) for w in workers] if recipe.gold_calibration else []
+    calib += sum(map(len, held))
     # the rounds of method.run: calibration paid with the first, then `batch` items a round
     used = items = 0
     while True:
@@ -46,9 +54,13 @@ def plan(recipe: LMTurkRecipe, backend: Backend) -> list[Stage]:
         used += m * b + c
         items += b
     if items:
-        if calib:
-            stages.append(Stage("calibration", "label_logprobs", calib,
+        if recipe.calibrate:
+            stages.append(Stage("calibration", "label_logprobs", m * len(CONTENT_FREE),
                                 worker_prompts(workers, list(CONTENT_FREE)), words))
+        if held:
+            stages.append(Stage("gold calibration", "label_logprobs", sum(map(len, held)),
+                                [w.prompt(e.text) for w, h in zip(workers, held, strict=True)
+                                 for e in h], words))
         stages.append(Stage("annotation", "label_logprobs", m * items,
                             worker_prompts(workers, pool), words,
                             note="active learning picks which pool items"))

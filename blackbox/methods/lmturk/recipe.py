@@ -43,6 +43,9 @@ class LMTurkRecipe(RecipeBase):
                                                "j mod len (None: all the task's).")
     calibrate: bool = Field(True, description="Contextual calibration of each worker (3 "
                             "queries per worker).")
+    gold_calibration: bool = Field(False, description="Also fit each worker's per-class bias "
+                                   "on the gold examples outside its demonstrations (one query "
+                                   "per worker and example, paid from the budget).")
     aggregation: Aggregation = Field("mean", description="How the workers' labels are "
                                      "combined: majority | mean | dawid-skene.")
     # active learning
