@@ -137,7 +137,7 @@ def run_cell(cell: Cell, draws: int) -> dict[str, Any]:
         runs = [cell.correct(cell.y_items) if a == 1.0 else
                 cell.correct(noisy(cell.y_items, a, cell.n, rng))
                 for _ in range(1 if a == 1.0 else draws)]
-        hits = np.sum([np.frombuffer(r.encode(), np.uint8) - 48 for r in runs], axis=0)
+        hits = np.sum([parse_correct(r) for r in runs], axis=0, dtype=np.int64)
         # per evaluation item: how many of the draws got it right (pairs with the arms above)
         out["noise"][str(acc)] = {"accuracy": round(a, 4), "draws": len(runs),
                                   "hits": hits.tolist()}
@@ -189,8 +189,8 @@ def section_lines(doc: dict[str, Any], task: str) -> list[str]:
     def diff(base: str, arm: str) -> dict[str, Any]:
         return pooled_bootstrap([(_scores(c, base), _scores(c, arm)) for c in cells], same)
 
-    def ms(xs: list[float]) -> str:
-        return f"{np.mean(xs):.3f} ± {np.std(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+    def ms(xs: list[float]) -> str:  # sd over seeds, as the report's other tables
+        return f"{np.mean(xs):.3f} ± {np.std(xs, ddof=1):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
 
     seeds = ", ".join(str(c["seed"]) for c in cells)
     lines = [f"**How right must the labels be?** (`scripts/lmturk_labels.py`, no LLM query.) "
@@ -251,7 +251,7 @@ def main() -> None:
     cells = []
     for d in dirs:
         cell = run_cell(Cell(d, fm), args.draws)
-        got = round(float(np.mean(np.frombuffer(cell["workers"].encode(), np.uint8) - 48)), 4)
+        got = round(float(parse_correct(cell["workers"]).mean()), 4)
         if abs(got - cell["grid"]["accuracy"]) > 0.005:
             raise SystemExit(f"{portable(d)}: the rebuilt student scores {got}, the run "
                              f"{cell['grid']['accuracy']}: the splits or the fit changed")

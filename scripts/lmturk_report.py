@@ -500,7 +500,7 @@ def recipe_path(runs: list[dict[str, Any]]) -> Path:
 
 
 def reproduce(runs: list[dict[str, Any]], runs_dir: Path, recipe: Path,
-              report_args: str) -> list[str]:
+              report_args: str, labels: bool = False) -> list[str]:
     """The grid command that makes these runs (its ``--set`` overrides read back from the
     runs' recipes against the grid recipe with each cell's own settings), and the report's."""
     from blackbox.recipes import load_recipe
@@ -528,8 +528,8 @@ def reproduce(runs: list[dict[str, Any]], runs_dir: Path, recipe: Path,
              "own.)"] if mixed else [])
     return ["Reproduce (the grid skips finished cells and resumes unfinished ones):", "",
             "```bash", grid,
-            f".venv/bin/python scripts/lmturk_labels.py --runs {portable(runs_dir)}"
-            "  # the label-quality rows: no LLM query",
+            *([f".venv/bin/python scripts/lmturk_labels.py --runs {portable(runs_dir)}"
+               "  # the label-quality rows: no LLM query"] if labels else []),
             f".venv/bin/python scripts/lmturk_report.py {report_args}", "```",
             *note, ""]
 
@@ -601,7 +601,8 @@ def main() -> None:
     if args.against is not None:
         report_args += f" --against {portable(args.against)}"
     body = render(runs, out.parent / out.stem, out.parent,
-                  reproduce(runs, args.runs, recipe, report_args), recipe, labels, against)
+                  reproduce(runs, args.runs, recipe, report_args, labels is not None), recipe,
+                  labels, against)
     generated = "\n".join([START, *body, END])
     text = out.read_text() if out.is_file() else f"# LMTurk results\n\n{START}\n{END}\n"
     if START not in text or END not in text:
