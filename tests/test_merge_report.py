@@ -106,3 +106,31 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     assert f"better in {fit} of 2 seeds" in line
     # the paper's ordering needs every variant of it: w/o sign never ran here
     assert "- sst-2: not measured yet (no finished run of evo-no-sign)." in text
+
+
+def _cell(task: str, seed: int, variant: str, user_loss: float, correct: str) -> dict:
+    return {"recipe": {"task": task, "seed": seed, "variant": variant,
+                       "stage1": {"evaluations": 100}, "stage2": {"evaluations": 200}},
+            "summary": {"user": {"loss": user_loss, "n": 48}, "test": {"correct": correct},
+                        "adapter": {"adapters": ["a", "b", "c"]}}}
+
+
+def test_conditions_name_the_one_the_evo_lorahub_counts_point_at() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from merge_report import conditions
+
+    right, wrong = "1" * 200, "1" * 100 + "0" * 100  # a 50-point gap: the interval excludes 0
+    cells = [
+        # trec: Evo fit worse and tested worse at both seeds -> the search budget
+        _cell("trec", 13, "evo", 1.3, wrong), _cell("trec", 13, "lorahub", 1.0, right),
+        _cell("trec", 42, "evo", 1.2, wrong), _cell("trec", 42, "lorahub", 0.9, right),
+        # sst-2: Evo fit better at both seeds, the same items right -> the user examples
+        _cell("sst-2", 13, "evo", 0.2, right), _cell("sst-2", 13, "lorahub", 0.3, right),
+        _cell("sst-2", 42, "evo", 0.1, right), _cell("sst-2", 42, "lorahub", 0.3, right),
+    ]
+    text = "\n".join(conditions(cells))
+    assert "3 adapters, 48 user examples instead of 300, 300 evaluations instead of 1,200" in text
+    assert "- trec: the search budget. Where Evo and LoraHub differ on test (2 of 2 seeds)" in text
+    assert ("- sst-2: the number of user examples. Evo fit them better in 2 of 2 seeds, and "
+            "the test accuracies differ in 0") in text
+    assert "Adapter count and model size were not varied" in text
