@@ -130,13 +130,18 @@ def table(cells: list[dict], task: str) -> list[str]:
     return out + [""]
 
 
+def _by_cell(cells: list[dict]) -> dict[tuple[str, int, str], dict]:
+    """Each run's summary under its (task, seed, variant)."""
+    return {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]): c["summary"]
+            for c in cells}
+
+
 def claim(cells: list[dict], task: str) -> str:
     """The paper's ordering evo > evo-no-sign > lorahub > uniform, checked on mean accuracy
     over the seeds where all four ran (a mean over other seeds would compare different
     user examples)."""
     order = ["evo", "evo-no-sign", "lorahub", "uniform"]
-    by = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]): c["summary"]
-          for c in cells if c["recipe"]["task"] == task}
+    by = {k: v for k, v in _by_cell(cells).items() if k[0] == task}
     missing = [v for v in order if _cell_mean(by, task, v) is None]
     if missing:
         return f"- {task}: not measured yet (no finished run of {', '.join(missing)})."
@@ -185,8 +190,7 @@ def _mean_pairs(by: dict, tasks: list[str], v1: str,
 def observations(cells: list[dict]) -> list[str]:
     """Facts read off the runs that explain the table (how far the searches moved); every
     sentence's conclusion is chosen by the numbers it states, not written in advance."""
-    by = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]): c["summary"]
-          for c in cells}
+    by = _by_cell(cells)
     tasks = sorted({t for t, _, _ in by})
     evo = [(k, s) for k, s in by.items() if k[2] == "evo" and isinstance(s.get("adapter"), dict)]
     out = []
@@ -307,8 +311,7 @@ def conditions(cells: list[dict]) -> list[str]:
     test score with a worse fit points at the search budget; a better fit with no better test
     score points at the number of user examples). The adapter count and the model size were
     not varied, and the sentence says so."""
-    by = {(c["recipe"]["task"], c["recipe"]["seed"], c["recipe"]["variant"]): c["summary"]
-          for c in cells}
+    by = _by_cell(cells)
     r = next((c["recipe"] for c in cells if c["recipe"]["variant"] == "evo"), None)
     n_adapters = next((len(s["adapter"]["adapters"]) for s in by.values()
                        if isinstance(s.get("adapter"), dict)), None)
