@@ -11,6 +11,11 @@ CPU; the defaults here are the scaled configuration stated in the report (see --
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/merge_grid.py --lock /tmp/bbx-heavy.lock \\
         [--tasks sst-2 trec] [--seeds 42 13 87]
     .venv/bin/python scripts/merge_report.py        # the table only
+
+A paper condition varied (fewer adapters, the paper's budget, more user examples) is the same
+grid with one flag changed, in a runs folder named after the main one (``<runs>-<what>``),
+which ``merge_report.py`` reads beside it, e.g.
+``--runs results/merge-runs-6-adapters --variants evo lorahub --adapters NAME ...``.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ def scaled_config(args: argparse.Namespace) -> dict:
     stage = {"optimizer": "cma", "popsize": args.popsize, "sigma0": 0.05}
     return {
         "user_examples": args.user_examples,
+        "user_seeds": args.user_seeds,
         "test_limit": args.test_limit,
         "stage1": {**stage, "evaluations": args.stage1},
         "stage2": {**stage, "evaluations": args.stage2},
         "lorahub": {"optimizer": "ng:NGOpt", "evaluations": args.lorahub, "popsize": 1},
         "l1": 0.05,
+        "adapters": args.adapters,
         "backend": {"kind": "local", "model": args.model, "adapters": args.zoo,
                     "dtype": args.dtype},
     }
@@ -67,6 +74,9 @@ def keep_zoo_description(args: argparse.Namespace) -> None:
     if not built.is_file():
         return  # the merge itself says how to build the zoo
     new = json.loads(built.read_text())
+    if unknown := sorted(set(args.adapters or ()) - set(new.get("adapters", {}))):
+        raise SystemExit(f"error: --adapters names {', '.join(unknown)}, not in the zoo in "
+                         f"{folder} (it holds {', '.join(new.get('adapters', {}))})")
     if kept.is_file() and _zoo_identity(json.loads(kept.read_text())) != _zoo_identity(new):
         raise SystemExit(f"error: the zoo in {folder} is another build than the one the runs in "
                          f"{args.runs} were measured on ({kept}); pass --runs to a new folder "
@@ -82,12 +92,19 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=VARIANTS)
     ap.add_argument("--model", default="default")
     ap.add_argument("--zoo", default="zoo", help="adapter folder (default: the built zoo)")
+    ap.add_argument("--adapters", nargs="+", default=None,
+                    help="merge only these adapters of the zoo (default: all); for the "
+                    "adapter-count condition, in a runs folder of its own")
     # fp32, not "auto": in bf16 the small loss differences between nearby mixtures that
     # CMA-ES ranks would be partly rounding (bf16 keeps ~3 significant digits)
     ap.add_argument("--dtype", default="float32", help="engine dtype (auto picks bf16 on "
                     "CPUs with native bf16)")
     # 48: at least 8 per class for trec's 6 classes (24 per class for sst-2), stratified
     ap.add_argument("--user-examples", type=int, default=48)
+    ap.add_argument("--user-seeds", nargs="+", type=int, default=None,
+                    help="draw the user examples from these seeds' 16-shot files (default: "
+                    "the cell's seed): more than one seed's files hold, for the "
+                    "user-example condition")
     ap.add_argument("--test-limit", type=int, default=None, help="default: the full test split")
     ap.add_argument("--stage1", type=int, default=100, help="stage-1 evaluations (paper: 400)")
     ap.add_argument("--stage2", type=int, default=200, help="stage-2 evaluations (paper: 800)")

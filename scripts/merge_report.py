@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from merge_grid import DETERMINISTIC, SEEDS, TASKS, VARIANTS  # noqa: E402
+from merge_grid import DETERMINISTIC, SEEDS, TASKS, VARIANTS, _zoo_identity  # noqa: E402
 
 from blackbox.runs import machines_lines  # noqa: E402
 
@@ -92,10 +92,12 @@ def _mean(xs: list[float]) -> str:
     return f"{m:.3f} ± {sd:.3f}" if len(xs) > 1 else f"{m:.3f}"
 
 
-def _command(recipe: dict) -> str:
+def _command(recipe: dict, runs: str | None = None) -> str:
     st1, st2, lh = recipe["stage1"], recipe["stage2"], recipe["lorahub"]
     return (f"`scripts/merge_grid.py --tasks {recipe['task']} --seeds {recipe['seed']} "
-            f"--variants {recipe['variant']} --user-examples {recipe['user_examples']} "
+            + (f"--runs {runs} " if runs else "")
+            + (f"--adapters {' '.join(recipe['adapters'])} " if recipe.get("adapters") else "")
+            + f"--variants {recipe['variant']} --user-examples {recipe['user_examples']} "
             + (f"--test-limit {recipe['test_limit']} " if recipe.get("test_limit") else "")
             + f"--stage1 {st1['evaluations']} "
             f"--stage2 {st2['evaluations']} --lorahub {lh['evaluations']} "
@@ -305,24 +307,95 @@ def _fit_or_search(by: dict, tasks: list[str]) -> list[str]:
     return out
 
 
-def conditions(cells: list[dict]) -> list[str]:
+def _setting(cells: list[dict]) -> dict | None:
+    """The paper conditions a grid's Evo cells ran under: adapters merged, evaluations (both
+    stages), user examples. None: no finished Evo cell."""
+    evo = [c for c in cells if c["recipe"]["variant"] == "evo"
+           and isinstance(c["summary"].get("adapter"), dict)]
+    if not evo:
+        return None
+    r, s = evo[0]["recipe"], evo[0]["summary"]
+    return {"adapters": len(s["adapter"]["adapters"]),
+            "evaluations": r["stage1"]["evaluations"] + r["stage2"]["evaluations"],
+            "user examples": s["user"]["n"]}
+
+
+def _changed(main: dict, other: dict) -> str:
+    """What a varied grid changed, e.g. ``6 adapters (12 here)``."""
+    return ", ".join(f"{other[k]:,} {k} ({main[k]:,} in the grid)" for k in main
+                     if other[k] != main[k]) or "nothing"
+
+
+def _evo_minus_lorahub(by: dict, task: str, seeds: list[int]) -> dict:
+    """Evo minus LoraHub on ``task``'s test items, pooled over ``seeds`` (every seed scores
+    the same test items, so one draw of items serves all)."""
+    from blackbox.stats import pooled_bootstrap
+
+    return pooled_bootstrap([(by[(task, sd, "lorahub")]["test"]["correct"],
+                              by[(task, sd, "evo")]["test"]["correct"]) for sd in seeds],
+                            same_items=True)
+
+
+def varied(cells: list[dict], others: dict[str, list[dict]]) -> list[str]:
+    """The paper's conditions varied one at a time (a grid of Evo and LoraHub with one flag
+    changed, in a runs folder of its own): Evo minus LoraHub on the seeds both grids ran,
+    beside the same difference in the main grid. The sentence follows the intervals."""
+    from blackbox.stats import format_diff, verdict
+
+    main, rows, text = _setting(cells), [], []
+    if main is None:
+        return []
+    by = _by_cell(cells)
+    for other_cells in others.values():
+        other = _setting(other_cells)
+        if other is None:
+            continue
+        ob = _by_cell(other_cells)
+        what = _changed(main, other)
+        for t in sorted({t for t, _, _ in ob}):
+            seeds = sorted(set(_seeds_with(ob, t, ("evo", "lorahub")))
+                           & set(_seeds_with(by, t, ("evo", "lorahub"))))
+            if not seeds:
+                continue
+            d0, d1 = _evo_minus_lorahub(by, t, seeds), _evo_minus_lorahub(ob, t, seeds)
+            fit = sum(ob[(t, sd, "evo")]["user"]["loss"] < ob[(t, sd, "lorahub")]["user"]["loss"]
+                      for sd in seeds if ob[(t, sd, "evo")].get("user")
+                      and ob[(t, sd, "lorahub")].get("user"))
+            fits = f"{fit} of {len(seeds)}"
+            rows.append(f"| {what} | {t} | {', '.join(map(str, seeds))} | {format_diff(d0)} | "
+                        f"{format_diff(d1)} | {fits} |")
+            move = 100 * (d1["diff"] - d0["diff"])
+            text.append(f"- {t}, {what}: Evo {verdict(d1)} LoraHub ({format_diff(d1)}; in the "
+                        f"grid, over the same seeds, Evo {verdict(d0)} it, {format_diff(d0)}): "
+                        f"the gap moved {move:+.1f} points" + (
+                            " toward Evo." if move > 0 else " toward LoraHub." if move < 0
+                            else "."))
+    if not rows:
+        return []
+    return (["## The paper's conditions varied (Evo − LoraHub)", "",
+             "Each row is a grid of Evo and LoraHub with one setting changed (its runs folder "
+             "beside the main one), against the main grid on the seeds both ran: accuracy "
+             "points, pooled over those seeds, with a 95% bootstrap interval over test items.",
+             "", "| changed | task | seeds | Evo − LoraHub, grid | Evo − LoraHub, changed | "
+             "Evo fit the user examples better (changed) |", "|---|---|---|---:|---:|---:|"]
+            + rows + [""] + text + [""])
+
+
+def conditions(cells: list[dict], others: dict[str, list[dict]] | None = None) -> list[str]:
     """Which of the paper's conditions this setting does not meet, and, per task, which one
     the runs point at: the same Evo-vs-LoraHub counts as the observations decide it (a worse
     test score with a worse fit points at the search budget; a better fit with no better test
-    score points at the number of user examples). The adapter count and the model size were
-    not varied, and the sentence says so."""
+    score points at the number of user examples). Conditions a grid in ``others`` varied are
+    said to be measured (:func:`varied`); the rest, and the model size, not varied."""
     by = _by_cell(cells)
-    r = next((c["recipe"] for c in cells if c["recipe"]["variant"] == "evo"), None)
-    n_adapters = next((len(s["adapter"]["adapters"]) for s in by.values()
-                       if isinstance(s.get("adapter"), dict)), None)
-    if r is None or n_adapters is None:
+    main = _setting(cells)
+    if main is None:
         return []
-    evals = r["stage1"]["evaluations"] + r["stage2"]["evaluations"]
-    n_user = next((s["user"]["n"] for s in by.values() if s.get("user")), None)
+    n_user, n_adapters = main["user examples"], main["adapters"]
     lines = [f"Conditions of the paper this setting does not meet (configuration table): a "
              f"135M-parameter model, {n_adapters} adapters, {n_user} user examples instead of "
-             f"300, {evals} evaluations instead of 1,200. Which one the runs point at, from "
-             "Evo against LoraHub seed by seed (observations below):", ""]
+             f"300, {main['evaluations']:,} evaluations instead of 1,200. Which one the runs "
+             "point at, from Evo against LoraHub seed by seed (observations below):", ""]
     for t in sorted({t for t, _, _ in by}):
         if (v := _fit_vs_test(by, t)) is None:
             continue
@@ -339,10 +412,35 @@ def conditions(cells: list[dict]) -> list[str]:
                          "over to the test set.")
         else:
             lines.append(f"- {t}: neither reading is clear from these seeds.")
-    lines += ["", "Adapter count and model size were not varied: every cell ran on the one "
-              "zoo and the one model (a smaller or larger zoo needs the zoo rebuilt, see "
-              "Coverage).", ""]
+    measured = {k for o in (others or {}).values() if (s := _setting(o))
+                for k in main if s[k] != main[k]}
+    names = {"adapters": "adapter count", "evaluations": "search budget",
+             "user examples": "number of user examples"}
+    if measured:
+        lines += ["", "Varied one at a time, measured (next section): "
+                  + ", ".join(names[k] for k in main if k in measured) + "."]
+    rest = [names[k] for k in main if k not in measured] + ["model size"]
+    not_varied = ", ".join(rest[:-1]) + " and " + rest[-1] if len(rest) > 1 else rest[0]
+    lines += ["", f"{not_varied[0].upper()}{not_varied[1:]} "
+              f"{'were' if len(rest) > 1 else 'was'} not varied.", ""]
     return lines
+
+
+def load_varied(runs: Path, zoo: dict) -> dict[str, list[dict]]:
+    """The grids beside ``runs`` that vary one condition (folders named ``<runs>-<what>``),
+    each under its folder name; one measured on another build of the zoo than ``zoo`` is
+    left out, and said to be on stdout (its Evo and LoraHub are not comparable)."""
+    out = {}
+    for folder in sorted(runs.parent.glob(f"{runs.name}-*")):
+        kept = folder / "zoo.json"
+        if not kept.is_file() or _zoo_identity(json.loads(kept.read_text())) != _zoo_identity(
+                zoo):
+            print(f"left out {folder}: not measured on the zoo of {runs}")
+            continue
+        cells, _ = load(folder)
+        if cells:
+            out[folder.name] = cells
+    return out
 
 
 def main() -> None:
@@ -451,13 +549,19 @@ def main() -> None:
                             f"Machines (from the run manifests; every cell ran in {dtypes})")
     lines += ["## The paper's claim: Evo > w/o sign > LoraHub > uniform", ""]
     lines += [claim(cells, t) for t in TASKS] + [""]
-    lines += conditions(cells)
+    others = load_varied(args.runs, zoo)
+    lines += conditions(cells, others)
+    lines += varied(cells, others)
     obs = observations(cells)
     if obs:
         lines += ["## Observations (computed from the runs)", ""] + obs + [""]
     lines += ["## Reproduce one cell", ""]
     for c in [c for c in cells if c["recipe"]["variant"] == "evo"][:1] or cells[:1]:
         lines.append("e.g. " + _command(c["recipe"]))
+    for name, other in others.items():
+        evo = next((c for c in other if c["recipe"]["variant"] == "evo"), other[0])
+        lines.append(f"- a condition varied ({name}), e.g. "
+                     + _command(evo["recipe"], f"{args.runs.parent.name}/{name}"))
     lines += ["", "The whole grid: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python "
               "scripts/merge_grid.py --lock /tmp/bbx-heavy.lock` (resumable; finished cells are "
               "skipped), then `.venv/bin/python scripts/merge_report.py`.", "",

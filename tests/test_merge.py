@@ -170,6 +170,15 @@ def test_user_examples_are_stratified_seeded_and_come_from_train_and_dev() -> No
     assert len(split_user_and_test(task, 8, None, seed=13)[1]) == 500  # the whole test split
     with pytest.raises(BbxError, match="32 train/dev examples of class 'description', 34 asked"):
         split_user_and_test(task, 200, 100, seed=13)
+    # more than one seed's files hold: drawn from the union of the named seeds' files
+    sst = get_task("sst-2")
+    many, _ = split_user_and_test(sst, 144, None, seed=13, user_seeds=[13, 42, 87])
+    union = {e.text for sd in (13, 42, 87) for s in ("train", "dev")
+             for e in load_split(sst, s, 16, sd)}
+    assert len(many) == len({e.text for e in many}) == 144 and {e.text for e in many} <= union
+    assert sorted(Counter(e.label for e in many).values()) == [72, 72]
+    with pytest.raises(BbxError, match="or draw from more seeds' files"):
+        split_user_and_test(sst, 144, None, seed=13)
 
 
 def test_a_leaky_adapter_is_refused_and_an_unrecorded_one_too(tmp_path: Path) -> None:

@@ -40,12 +40,17 @@ def test_the_grid_keeps_its_zoo_description_and_refuses_another_build(tmp_path: 
     zoo.mkdir()
     runs.mkdir()
     (zoo / "zoo.json").write_text(json.dumps(_zoo(0.4321)))
-    args = argparse.Namespace(zoo=str(zoo), model="default", runs=runs)
+    args = argparse.Namespace(zoo=str(zoo), model="default", runs=runs, adapters=None)
     keep_zoo_description(args)
     assert json.loads((runs / "zoo.json").read_text()) == _zoo(0.4321)
     keep_zoo_description(args)  # the same build: the grid resumes
     (zoo / "zoo.json").write_text(json.dumps(_zoo(0.5)))  # rebuilt elsewhere
     with pytest.raises(SystemExit, match="another build"):
+        keep_zoo_description(args)
+    # a subset for the adapter-count condition must name adapters the zoo holds
+    args = argparse.Namespace(zoo=str(zoo), model="default", runs=tmp_path / "sub",
+                              adapters=["pos", "typo"])
+    with pytest.raises(SystemExit, match="--adapters names typo, not in the zoo"):
         keep_zoo_description(args)
 
 
@@ -108,11 +113,12 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     assert "- sst-2: not measured yet (no finished run of evo-no-sign)." in text
 
 
-def _cell(task: str, seed: int, variant: str, user_loss: float, correct: str) -> dict:
+def _cell(task: str, seed: int, variant: str, user_loss: float, correct: str,
+          adapters: tuple[str, ...] = ("a", "b", "c")) -> dict:
     return {"recipe": {"task": task, "seed": seed, "variant": variant,
                        "stage1": {"evaluations": 100}, "stage2": {"evaluations": 200}},
             "summary": {"user": {"loss": user_loss, "n": 48}, "test": {"correct": correct},
-                        "adapter": {"adapters": ["a", "b", "c"]}}}
+                        "adapter": {"adapters": list(adapters)}}}
 
 
 def test_conditions_name_the_one_the_evo_lorahub_counts_point_at() -> None:
@@ -133,4 +139,46 @@ def test_conditions_name_the_one_the_evo_lorahub_counts_point_at() -> None:
     assert "- trec: the search budget. Where Evo and LoraHub differ on test (2 of 2 seeds)" in text
     assert ("- sst-2: the number of user examples. Evo fit them better in 2 of 2 seeds, and "
             "the test accuracies differ in 0") in text
-    assert "Adapter count and model size were not varied" in text
+    assert ("Adapter count, search budget, number of user examples and model size were not "
+            "varied.") in text
+
+
+def test_a_varied_condition_is_set_beside_the_grid_on_the_same_seeds() -> None:
+    """Fewer adapters: Evo - LoraHub under the change against the grid's, over the seeds both
+    ran, and the conditions paragraph no longer says the adapter count was not varied."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from merge_report import conditions, varied
+
+    right, half = "1" * 200, "1" * 100 + "0" * 100
+    grid = [_cell("trec", sd, v, 1.0, c) for sd in (13, 42)
+            for v, c in (("evo", half), ("lorahub", right))]
+    two = [_cell("trec", sd, v, loss, c, adapters=("a", "b"))
+           for sd in (13, 42, 87) for v, loss, c in (("evo", 0.8, right), ("lorahub", 0.9, half))]
+    others = {"merge-runs-2-adapters": two}
+    text = "\n".join(varied(grid, others))
+    # seed 87 ran only in the changed grid: the comparison is over 13 and 42
+    assert ("| 2 adapters (3 in the grid) | trec | 13, 42 | -50.0 [-57.0, -43.0] | "
+            "+50.0 [+43.0, +57.0] | 2 of 2 |") in text
+    assert ("- trec, 2 adapters (3 in the grid): Evo beats LoraHub (+50.0 [+43.0, +57.0]; in "
+            "the grid, over the same seeds, Evo loses to it, -50.0 [-57.0, -43.0]): the gap "
+            "moved +100.0 points toward Evo.") in text
+    cond = "\n".join(conditions(grid, others))
+    assert "Varied one at a time, measured (next section): adapter count." in cond
+    assert "Search budget, number of user examples and model size were not varied." in cond
+
+
+def test_varied_grids_beside_the_runs_are_read_only_if_on_the_same_zoo(tmp_path: Path) -> None:
+    """A grid that varied a condition on another build of the zoo is not comparable."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from merge_report import load_varied
+
+    def grid(folder: Path, loss: float) -> None:
+        (folder / "trec-s13-evo").mkdir(parents=True)
+        (folder / "zoo.json").write_text(json.dumps(_zoo(loss)))
+        (folder / "trec-s13-evo" / "summary.json").write_text(json.dumps({"leak_check": {}}))
+        (folder / "trec-s13-evo" / "recipe.yaml").write_text("task: trec\nseed: 13\n")
+
+    grid(tmp_path / "runs", 0.4)
+    grid(tmp_path / "runs-6-adapters", 0.4)
+    grid(tmp_path / "runs-1200-evaluations", 0.7)  # measured on another build
+    assert list(load_varied(tmp_path / "runs", _zoo(0.4))) == ["runs-6-adapters"]

@@ -210,7 +210,8 @@ def run(recipe: MergeRecipe, ctx: RunContext) -> dict[str, Any]:
         raise BbxError("the adapter repository is empty: add PEFT LoRA adapters to it (see "
                        "scripts/build_adapter_zoo.py)")
     user, test = split_user_and_test(task, recipe.user_examples, recipe.test_limit,
-                                     recipe.seed, recipe.test_seed, notes=ctx.notes)
+                                     recipe.seed, recipe.test_seed, notes=ctx.notes,
+                                     user_seeds=recipe.user_seeds)
     adapters = _adapter_data(ctx, names)
     ctx.check_leak({"user examples": user, **adapters}, {"test": test})
     ctx.check_leak(adapters, {"user examples": user})

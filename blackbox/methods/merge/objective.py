@@ -26,12 +26,15 @@ from blackbox.runs import child_rng
 
 
 def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
-                        seed: int, test_seed: int = 0, notes: dict[str, Any] | None = None
+                        seed: int, test_seed: int = 0, notes: dict[str, Any] | None = None,
+                        user_seeds: Sequence[int] | None = None,
                         ) -> tuple[list[Example], list[Example]]:
     """The user's examples and the scored test examples.
 
     The user's examples are a seeded, stratified draw from the task's train and dev splits
-    (``user_examples`` in all, spread evenly over the classes); the scored ones are the test
+    (``user_examples`` in all, spread evenly over the classes; the k-shot files of
+    ``seed``, or of every seed in ``user_seeds``, a text in two of them counted once); the
+    scored ones are the test
     split (or its ``test_limit`` subset, :func:`~blackbox.data.datasets.seeded_subset`).
     Train/dev examples whose text is also a scored test text (TREC's shipped splits share
     "What is diabetes ?") are left out of the draw, and ``notes`` (when given) counts them:
@@ -39,7 +42,13 @@ def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
     """
     test = seeded_subset(load_split(task, "test"), test_limit, test_seed)
     held = set(digests(e.text for e in test))
-    given = load_split(task, "train", 16, seed) + load_split(task, "dev", 16, seed)
+    given = [e for sd in (user_seeds or (seed,))
+             for split in ("train", "dev") for e in load_split(task, split, 16, sd)]
+    if user_seeds and len(user_seeds) > 1:  # a text in two seeds' files is one example
+        once: dict[str, Example] = {}
+        for e in given:
+            once.setdefault(digest(e.text), e)
+        given = list(once.values())
     pool = [e for e in given if digest(e.text) not in held]
     dropped = len(given) - len(pool)
     if dropped and notes is not None:
@@ -53,7 +62,8 @@ def split_user_and_test(task: Task, user_examples: int, test_limit: int | None,
         if len(idx) < k:
             raise BbxError(f"task '{task.name}' has {len(idx)} train/dev examples of class "
                            f"'{task.labels[c]}', {k} asked (user_examples={user_examples} over "
-                           f"{task.n_classes} classes): lower user_examples")
+                           f"{task.n_classes} classes): lower user_examples, or draw "
+                           "from more seeds' files (user_seeds)")
         chosen.extend(rng.choice(idx, size=k, replace=False).tolist())
     user = [pool[i] for i in sorted(chosen)]
     return user, test

@@ -21,7 +21,7 @@ def plan(recipe: MergeRecipe, backend: Backend) -> list[Stage]:
     task = recipe.get_task()
     words = task.label_words
     user, test = split_user_and_test(task, recipe.user_examples, recipe.test_limit,
-                                     recipe.seed, recipe.test_seed)
+                                     recipe.seed, recipe.test_seed, user_seeds=recipe.user_seeds)
     prompts = prompts_of(task, recipe.template, user)
     v, n = recipe.variant, len(user)
     searched: list[tuple[str, int]] = []

@@ -76,6 +76,10 @@ class MergeRecipe(RecipeBase):
                           "prompts use.")
     user_examples: int = Field(64, ge=1, description="The user's labelled examples "
                                "(stratified, from train + dev).")
+    user_seeds: list[int] | None = Field(None, description="Draw the user examples from "
+                                         "the k-shot train/dev files of these seeds (None: "
+                                         "the recipe seed's), for more examples than one "
+                                         "seed's files hold.")
     test_limit: int | None = Field(None, ge=1, description="Score a seeded test subset of N "
                                    "(None: the whole test split).")
     l1: float = Field(0.05, ge=0, description="Weight of the mean |x| penalty on the searched "
