@@ -352,6 +352,8 @@ def varied(cells: list[dict], others: dict[str, list[dict]]) -> list[str]:
             continue
         ob = _by_cell(other_cells)
         what = _changed(main, other)
+        if what == "nothing":  # a rerun of the grid's own cells (:func:`reproduced`)
+            continue
         for t in sorted({t for t, _, _ in ob}):
             seeds = sorted(set(_seeds_with(ob, t, ("evo", "lorahub")))
                            & set(_seeds_with(by, t, ("evo", "lorahub"))))
@@ -379,6 +381,57 @@ def varied(cells: list[dict], others: dict[str, list[dict]]) -> list[str]:
              "", "| changed | task | seeds | Evo − LoraHub, grid | Evo − LoraHub, changed | "
              "Evo fit the user examples better (changed) |", "|---|---|---|---:|---:|---:|"]
             + rows + [""] + text + [""])
+
+
+def reproduced(cells: list[dict], others: dict[str, list[dict]]) -> tuple[list[str], bool]:
+    """Cells of the grid rerun, with nothing changed, in a folder beside it (on a rebuilt zoo
+    whose description matches): whether each rerun scored the same test items right and
+    chose the same mixture, and by how much its losses moved. This is what says whether a
+    missing cell may run on the rebuild and sit in the grid's table: the bool is True where
+    some rerun exists and every one scored the same test items right and wrong (float32 on
+    another CPU may round a loss differently in the 7th digit, and a search then ends on a
+    mixture that differs in the 5th; the sentence gives both sizes)."""
+    main, by, out, exact = _setting(cells), _by_cell(cells), [], None
+    for name, other_cells in others.items():
+        if main is None or (other := _setting(other_cells)) is None or _changed(main, other) \
+                != "nothing":
+            continue
+        pairs = [(k, by[k], s) for k, s in sorted(_by_cell(other_cells).items())
+                 if k in by and by[k].get("test") and s.get("test")]
+        if not pairs:
+            continue
+        same = sum(a["test"]["correct"] == b["test"]["correct"] for _, a, b in pairs)
+        mix = sum(a.get("adapter") == b.get("adapter") for _, a, b in pairs)
+        dtest = max(abs(a["test"]["loss"] - b["test"]["loss"]) for _, a, b in pairs)
+        duser = max((abs(a["user"]["loss"] - b["user"]["loss"]) for _, a, b in pairs
+                     if a.get("user") and b.get("user")), default=0.0)
+        cand = [(a["candidates"], b["candidates"]) for _, a, b in pairs
+                if a.get("candidates") and b.get("candidates")]
+        which = ", ".join(f"{t} s{sd} {v}" for (t, sd, v), _, _ in pairs)
+        coef = max((abs(x - y) for _, a, b in pairs
+                    if isinstance(a.get("adapter"), dict) and isinstance(b.get("adapter"), dict)
+                    for k in ("alpha", "beta")
+                    for x, y in zip(a["adapter"][k], b["adapter"][k], strict=True)),
+                   default=0.0)
+        # the test items scored right are what the table reads: the criterion for resuming
+        exact = (exact is not False) and same == len(pairs)
+        out += [f"Rerun of {len(pairs)} cells of the grid with nothing changed ({name}: "
+                f"{which}): the same test items right and wrong in {same} of {len(pairs)}, the "
+                f"same mixture in {mix} of {len(pairs)} (α and β moved by at most {coef:.1e}); the "
+                f"test loss moved by at most "
+                f"{dtest:.1e} and the user-example loss by at most {duser:.1e}"
+                + (("; best-single's per-adapter user losses moved by at most "
+                    f"{gap:.1e}" if (gap := _max_candidate_gap(cand)) else
+                    "; best-single's per-adapter user losses did not move") if cand else "")
+                + ".", ""]
+    return out, bool(exact)
+
+
+def _max_candidate_gap(pairs: list[tuple[dict, dict]]) -> float:
+    """The largest change in any adapter's user-example cross-entropy between two
+    best-single runs (their ``candidates``: adapter name -> {accuracy, ce})."""
+    return max((abs(a[k]["ce"] - b[k]["ce"]) for a, b in pairs for k in a if k in b),
+               default=0.0)
 
 
 def conditions(cells: list[dict], others: dict[str, list[dict]] | None = None) -> list[str]:
@@ -533,7 +586,16 @@ def main() -> None:
               f"{len(VARIANTS)} variants; {', '.join(sorted(DETERMINISTIC))} once per task) "
               "have finished."
               + (" Not run (yet): " + "; ".join(missing) + "." if missing else ""), ""]
-    if missing and zoo.get("recovered_from"):
+    others = load_varied(args.runs, zoo)
+    rerun, resumable = reproduced(cells, others)
+    if zoo.get("recovered_from") and resumable:
+        lines += ["The zoo the first cells ran on is gone with the machine that built it "
+                  "(above). It was rebuilt from the same specs and seeds on another machine "
+                  "(every adapter's final training loss equals the lost build's to the three "
+                  "decimals recorded), and cells not finished on the lost build run on the "
+                  "rebuild, because reruns of finished cells on it scored the same test items "
+                  "right and wrong:", ""]
+    elif missing and zoo.get("recovered_from"):
         lines += ["The missing cells cannot resume: the zoo the finished ones ran on is gone "
                   "with the machine that built it (above), and a rebuild on another CPU need "
                   "not reproduce its weights (fp32 sums in another order). Running them means "
@@ -543,13 +605,13 @@ def main() -> None:
                   "train and the finished cells "
                   f"{sum(c['summary'].get('run_wall_s', 0) for c in cells) / 3600:.1f} h to "
                   "run on the machine that ran them.", ""]
+    lines += rerun
     dtypes = ', '.join(sorted({c['recipe']['backend'].get('dtype', 'auto') for c in cells}))
     lines += machines_lines([(c["dir"], f"{c['recipe']['task']} s{c['recipe']['seed']}")
                              for c in cells],
                             f"Machines (from the run manifests; every cell ran in {dtypes})")
     lines += ["## The paper's claim: Evo > w/o sign > LoraHub > uniform", ""]
     lines += [claim(cells, t) for t in TASKS] + [""]
-    others = load_varied(args.runs, zoo)
     lines += conditions(cells, others)
     lines += varied(cells, others)
     obs = observations(cells)
@@ -560,7 +622,9 @@ def main() -> None:
         lines.append("e.g. " + _command(c["recipe"]))
     for name, other in others.items():
         evo = next((c for c in other if c["recipe"]["variant"] == "evo"), other[0])
-        lines.append(f"- a condition varied ({name}), e.g. "
+        what = "a rerun of grid cells" if _changed(*(_setting(x) or {} for x in (cells, other))
+                                                  ) == "nothing" else "a condition varied"
+        lines.append(f"- {what} ({name}), e.g. "
                      + _command(evo["recipe"], f"{args.runs.parent.name}/{name}"))
     lines += ["", "The whole grid: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python "
               "scripts/merge_grid.py --lock /tmp/bbx-heavy.lock` (resumable; finished cells are "

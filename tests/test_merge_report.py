@@ -117,8 +117,10 @@ def _cell(task: str, seed: int, variant: str, user_loss: float, correct: str,
           adapters: tuple[str, ...] = ("a", "b", "c")) -> dict:
     return {"recipe": {"task": task, "seed": seed, "variant": variant,
                        "stage1": {"evaluations": 100}, "stage2": {"evaluations": 200}},
-            "summary": {"user": {"loss": user_loss, "n": 48}, "test": {"correct": correct},
-                        "adapter": {"adapters": list(adapters)}}}
+            "summary": {"user": {"loss": user_loss, "n": 48},
+                        "test": {"correct": correct, "loss": 0.5},
+                        "adapter": {"adapters": list(adapters), "alpha": [1.0] * len(adapters),
+                                    "beta": [0.25] * len(adapters)}}}
 
 
 def test_conditions_name_the_one_the_evo_lorahub_counts_point_at() -> None:
@@ -182,3 +184,27 @@ def test_varied_grids_beside_the_runs_are_read_only_if_on_the_same_zoo(tmp_path:
     grid(tmp_path / "runs-6-adapters", 0.4)
     grid(tmp_path / "runs-1200-evaluations", 0.7)  # measured on another build
     assert list(load_varied(tmp_path / "runs", _zoo(0.4))) == ["runs-6-adapters"]
+
+
+def test_a_rerun_with_nothing_changed_is_a_reproduction_check_not_a_condition() -> None:
+    """Reruns of finished cells on a rebuilt zoo say whether they reproduced the grid's
+    cells (the missing ones may then run on the rebuild); they are no varied condition."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from merge_report import reproduced, varied
+
+    right, half = "1" * 200, "1" * 100 + "0" * 100
+    grid = [_cell("trec", 13, "evo", 1.0, half), _cell("trec", 13, "lorahub", 0.9, right)]
+    same = {"runs-rebuild-check": [_cell("trec", 13, "evo", 1.0, half)]}
+    assert varied(grid, same) == []
+    lines, exact = reproduced(grid, same)
+    assert exact and lines[0].startswith(
+        "Rerun of 1 cells of the grid with nothing changed (runs-rebuild-check: trec s13 evo): "
+        "the same test items right and wrong in 1 of 1, the same mixture in 1 of 1")
+    # a search that ends a rounding away (another CPU) still scores the same items right
+    nudged = _cell("trec", 13, "evo", 1.0, half)
+    nudged["summary"]["adapter"]["beta"][1] += 1e-5
+    lines, exact = reproduced(grid, {"runs-rebuild-check": [nudged]})
+    assert exact and "the same mixture in 0 of 1 (α and β moved by at most 1.0e-05)" in lines[0]
+    moved = {"runs-rebuild-check": [_cell("trec", 13, "evo", 1.0, right)]}
+    lines, exact = reproduced(grid, moved)
+    assert not exact and "right and wrong in 0 of 1" in lines[0]
