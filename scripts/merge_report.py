@@ -52,7 +52,8 @@ def load(runs: Path) -> tuple[list[dict], int]:
 
 
 #: The baselines Evo-Merging is compared with item by item.
-PAIRED = ("base", "uniform", "best-single", "lorahub", "evo-no-sign")
+PAIRED = ("base", "uniform", "best-single", "lorahub", "evo-no-sign", "evo-no-denoise",
+          "evo-no-scale")
 
 
 def paired(cells: list[dict], task: str) -> list[str]:
@@ -156,6 +157,38 @@ def claim(cells: list[dict], task: str) -> str:
     where = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     return f"- {task} ({where}): measured order {text} — the paper's order " + (
         "**holds**." if holds else "**does not hold** here.")
+
+
+ABLATIONS = ("evo-no-sign", "evo-no-denoise", "evo-no-scale")
+
+
+def ablation_claim(cells: list[dict], task: str) -> str | None:
+    """The paper's ablation reading (each part of Evo-Merging helps): Evo minus each
+    ablation on the test items, pooled over the seeds where Evo and all three ran, and
+    whether the interval lies above zero. None until some seed has all four."""
+    from blackbox.stats import format_diff, pooled_bootstrap, verdict
+
+    by = {k: v for k, v in _by_cell(cells).items() if k[0] == task}
+    seeds = _seeds_with(by, task, ("evo", *ABLATIONS))
+    if not seeds:
+        return None
+    parts, helps = [], []
+    for v in ABLATIONS:
+        d = pooled_bootstrap([(by[(task, sd, v)]["test"]["correct"],
+                               by[(task, sd, "evo")]["test"]["correct"]) for sd in seeds],
+                             same_items=True)
+        parts.append(f"Evo − {LABELS[v]} {format_diff(d)}")
+        if verdict(d) == "beats":
+            helps.append(v)
+    where = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    part = {"evo-no-sign": "negative scales", "evo-no-denoise": "denoising (stage 1)",
+            "evo-no-scale": "scaling (stage 2)"}
+    held = ("**holds** for every part" if len(helps) == len(ABLATIONS) else
+            "**does not hold** for any part" if not helps else
+            "holds for " + ", ".join(part[h] for h in helps) + ", not for "
+            + ", ".join(part[v] for v in ABLATIONS if v not in helps))
+    return (f"- {task} ablations ({where}, pooled, points [95% CI]): " + "; ".join(parts)
+            + f" — the paper's reading that each part helps {held}.")
 
 
 def _seeds_with(by: dict, task: str, variants: Iterable[str], part: str = "test") -> list[int]:
@@ -611,7 +644,8 @@ def main() -> None:
                              for c in cells],
                             f"Machines (from the run manifests; every cell ran in {dtypes})")
     lines += ["## The paper's claim: Evo > w/o sign > LoraHub > uniform", ""]
-    lines += [claim(cells, t) for t in TASKS] + [""]
+    lines += [claim(cells, t) for t in TASKS]
+    lines += [a for t in TASKS if (a := ablation_claim(cells, t))] + [""]
     lines += conditions(cells, others)
     lines += varied(cells, others)
     obs = observations(cells)
