@@ -354,7 +354,7 @@ def _setting(cells: list[dict]) -> dict | None:
 
 
 def _changed(main: dict, other: dict) -> str:
-    """What a varied grid changed, e.g. ``6 adapters (12 here)``."""
+    """What a varied grid changed, e.g. ``6 adapters (12 in the grid)``."""
     return ", ".join(f"{other[k]:,} {k} ({main[k]:,} in the grid)" for k in main
                      if other[k] != main[k]) or "nothing"
 
