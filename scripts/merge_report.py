@@ -98,6 +98,8 @@ def _command(recipe: dict, runs: str | None = None) -> str:
     return (f"`scripts/merge_grid.py --tasks {recipe['task']} --seeds {recipe['seed']} "
             + (f"--runs {runs} " if runs else "")
             + (f"--adapters {' '.join(recipe['adapters'])} " if recipe.get("adapters") else "")
+            + (f"--user-seeds {' '.join(map(str, recipe['user_seeds']))} "
+               if recipe.get("user_seeds") else "")
             + f"--variants {recipe['variant']} --user-examples {recipe['user_examples']} "
             + (f"--test-limit {recipe['test_limit']} " if recipe.get("test_limit") else "")
             + f"--stage1 {st1['evaluations']} "
@@ -166,17 +168,15 @@ def ablation_claim(cells: list[dict], task: str) -> str | None:
     """The paper's ablation reading (each part of Evo-Merging helps): Evo minus each
     ablation on the test items, pooled over the seeds where Evo and all three ran, and
     whether the interval lies above zero. None until some seed has all four."""
-    from blackbox.stats import format_diff, pooled_bootstrap, verdict
+    from blackbox.stats import format_diff, verdict
 
-    by = {k: v for k, v in _by_cell(cells).items() if k[0] == task}
+    by = _by_cell(cells)
     seeds = _seeds_with(by, task, ("evo", *ABLATIONS))
     if not seeds:
         return None
     parts, helps = [], []
     for v in ABLATIONS:
-        d = pooled_bootstrap([(by[(task, sd, v)]["test"]["correct"],
-                               by[(task, sd, "evo")]["test"]["correct"]) for sd in seeds],
-                             same_items=True)
+        d = _evo_minus(by, task, v, seeds)
         parts.append(f"Evo − {LABELS[v]} {format_diff(d)}")
         if verdict(d) == "beats":
             helps.append(v)
@@ -359,14 +359,21 @@ def _changed(main: dict, other: dict) -> str:
                      if other[k] != main[k]) or "nothing"
 
 
-def _evo_minus_lorahub(by: dict, task: str, seeds: list[int]) -> dict:
-    """Evo minus LoraHub on ``task``'s test items, pooled over ``seeds`` (every seed scores
-    the same test items, so one draw of items serves all)."""
+def _evo_minus(by: dict, task: str, variant: str, seeds: list[int]) -> dict:
+    """Evo minus ``variant`` on ``task``'s test items, pooled over ``seeds`` (every seed
+    scores the same test items, so one draw of items serves all)."""
     from blackbox.stats import pooled_bootstrap
 
-    return pooled_bootstrap([(by[(task, sd, "lorahub")]["test"]["correct"],
+    return pooled_bootstrap([(by[(task, sd, variant)]["test"]["correct"],
                               by[(task, sd, "evo")]["test"]["correct"]) for sd in seeds],
                             same_items=True)
+
+
+def _is_rerun(main: dict | None, other_cells: list[dict]) -> bool:
+    """Whether a grid beside the main one changed none of its conditions (a rerun of its
+    cells, :func:`reproduced`); False where either has no Evo cell to tell by."""
+    other = _setting(other_cells)
+    return main is not None and other is not None and _changed(main, other) == "nothing"
 
 
 def varied(cells: list[dict], others: dict[str, list[dict]]) -> list[str]:
@@ -381,18 +388,16 @@ def varied(cells: list[dict], others: dict[str, list[dict]]) -> list[str]:
     by = _by_cell(cells)
     for other_cells in others.values():
         other = _setting(other_cells)
-        if other is None:
+        if other is None or _is_rerun(main, other_cells):  # reruns: :func:`reproduced`
             continue
         ob = _by_cell(other_cells)
         what = _changed(main, other)
-        if what == "nothing":  # a rerun of the grid's own cells (:func:`reproduced`)
-            continue
         for t in sorted({t for t, _, _ in ob}):
             seeds = sorted(set(_seeds_with(ob, t, ("evo", "lorahub")))
                            & set(_seeds_with(by, t, ("evo", "lorahub"))))
             if not seeds:
                 continue
-            d0, d1 = _evo_minus_lorahub(by, t, seeds), _evo_minus_lorahub(ob, t, seeds)
+            d0, d1 = (_evo_minus(b, t, "lorahub", seeds) for b in (by, ob))
             fit = sum(ob[(t, sd, "evo")]["user"]["loss"] < ob[(t, sd, "lorahub")]["user"]["loss"]
                       for sd in seeds if ob[(t, sd, "evo")].get("user")
                       and ob[(t, sd, "lorahub")].get("user"))
@@ -424,10 +429,9 @@ def reproduced(cells: list[dict], others: dict[str, list[dict]]) -> tuple[list[s
     some rerun exists and every one scored the same test items right and wrong (float32 on
     another CPU may round a loss differently in the 7th digit, and a search then ends on a
     mixture that differs in the 5th; the sentence gives both sizes)."""
-    main, by, out, exact = _setting(cells), _by_cell(cells), [], None
+    main, by, out, reproduces = _setting(cells), _by_cell(cells), [], []
     for name, other_cells in others.items():
-        if main is None or (other := _setting(other_cells)) is None or _changed(main, other) \
-                != "nothing":
+        if not _is_rerun(main, other_cells):
             continue
         pairs = [(k, by[k], s) for k, s in sorted(_by_cell(other_cells).items())
                  if k in by and by[k].get("test") and s.get("test")]
@@ -447,7 +451,7 @@ def reproduced(cells: list[dict], others: dict[str, list[dict]]) -> tuple[list[s
                     for x, y in zip(a["adapter"][k], b["adapter"][k], strict=True)),
                    default=0.0)
         # the test items scored right are what the table reads: the criterion for resuming
-        exact = (exact is not False) and same == len(pairs)
+        reproduces.append(same == len(pairs))
         out += [f"Rerun of {len(pairs)} cells of the grid with nothing changed ({name}: "
                 f"{which}): the same test items right and wrong in {same} of {len(pairs)}, the "
                 f"same mixture in {mix} of {len(pairs)} (α and β moved by at most {coef:.1e}); the "
@@ -457,7 +461,7 @@ def reproduced(cells: list[dict], others: dict[str, list[dict]]) -> tuple[list[s
                     f"{gap:.1e}" if (gap := _max_candidate_gap(cand)) else
                     "; best-single's per-adapter user losses did not move") if cand else "")
                 + ".", ""]
-    return out, bool(exact)
+    return out, bool(reproduces) and all(reproduces)
 
 
 def _max_candidate_gap(pairs: list[tuple[dict, dict]]) -> float:
@@ -656,8 +660,8 @@ def main() -> None:
         lines.append("e.g. " + _command(c["recipe"]))
     for name, other in others.items():
         evo = next((c for c in other if c["recipe"]["variant"] == "evo"), other[0])
-        what = "a rerun of grid cells" if _changed(*(_setting(x) or {} for x in (cells, other))
-                                                  ) == "nothing" else "a condition varied"
+        what = ("a rerun of grid cells" if _is_rerun(_setting(cells), other)
+                else "a condition varied")
         lines.append(f"- {what} ({name}), e.g. "
                      + _command(evo["recipe"], f"{args.runs.parent.name}/{name}"))
     lines += ["", "The whole grid: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python "

@@ -224,3 +224,18 @@ def test_the_ablation_claim_says_which_parts_help_from_the_intervals() -> None:
         "+50.0 [+43.0, +57.0]; Evo − Evo w/o denoising (β only, CMA-ES) +0.0 [+0.0, +0.0]; "
         "Evo − Evo w/o scaling (α only) +0.0 [+0.0, +0.0] — the paper's reading that each "
         "part helps holds for negative scales, not for denoising (stage 1), scaling (stage 2).")
+
+
+def test_the_reproduce_command_names_every_flag_a_varied_grid_set() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from merge_report import _command
+
+    stage = {"evaluations": 100}
+    recipe = {"task": "sst-2", "seed": 13, "variant": "evo", "user_examples": 144,
+              "user_seeds": [13, 42, 87], "adapters": ["a", "b"], "stage1": stage,
+              "stage2": {"evaluations": 200}, "lorahub": {"evaluations": 40}}
+    assert _command(recipe, "results/merge-runs-144-user-examples") == (
+        "`scripts/merge_grid.py --tasks sst-2 --seeds 13 --runs "
+        "results/merge-runs-144-user-examples --adapters a b --user-seeds 13 42 87 --variants "
+        "evo --user-examples 144 --stage1 100 --stage2 200 --lorahub 40 "
+        "--lock /tmp/bbx-heavy.lock`")
