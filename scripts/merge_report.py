@@ -174,19 +174,22 @@ def ablation_claim(cells: list[dict], task: str) -> str | None:
     seeds = _seeds_with(by, task, ("evo", *ABLATIONS))
     if not seeds:
         return None
-    parts, helps = [], []
+    parts, by_verdict = [], {"beats": [], "is not distinguishable from": [], "loses to": []}
     for v in ABLATIONS:
         d = _evo_minus(by, task, v, seeds)
         parts.append(f"Evo − {LABELS[v]} {format_diff(d)}")
-        if verdict(d) == "beats":
-            helps.append(v)
+        by_verdict[verdict(d)].append(v)
     where = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     part = {"evo-no-sign": "negative scales", "evo-no-denoise": "denoising (stage 1)",
             "evo-no-scale": "scaling (stage 2)"}
+    helps = by_verdict["beats"]
+    # "not shown" (the interval holds zero) and "hurt" (Evo did better without the part) are
+    # different findings: a reader must not take one for the other
     held = ("**holds** for every part" if len(helps) == len(ABLATIONS) else
-            "**does not hold** for any part" if not helps else
-            "holds for " + ", ".join(part[h] for h in helps) + ", not for "
-            + ", ".join(part[v] for v in ABLATIONS if v not in helps))
+            "holds for " + (", ".join(part[h] for h in helps) or "no part") + "; "
+            + "; ".join(f"{what} {', '.join(part[v] for v in vs)}" for what, vs in
+                        (("no difference shown for", by_verdict["is not distinguishable from"]),
+                         ("Evo did better without", by_verdict["loses to"])) if vs))
     return (f"- {task} ablations ({where}, pooled, points [95% CI]): " + "; ".join(parts)
             + f" — the paper's reading that each part helps {held}.")
 
