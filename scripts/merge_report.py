@@ -408,11 +408,18 @@ def varied(cells: list[dict], others: dict[str, list[dict]]) -> list[str]:
             rows.append(f"| {what} | {t} | {', '.join(map(str, seeds))} | {format_diff(d0)} | "
                         f"{format_diff(d1)} | {fits} |")
             move = 100 * (d1["diff"] - d0["diff"])
+            # a change LoraHub does not read (Evo's evaluations) leaves its cells as they were:
+            # then the gap's move is Evo's own, and the sentence says so
+            same_hub = all(ob[(t, sd, "lorahub")]["test"]["correct"]
+                           == by[(t, sd, "lorahub")]["test"]["correct"] for sd in seeds)
             text.append(f"- {t}, {what}: Evo {verdict(d1)} LoraHub ({format_diff(d1)}; in the "
                         f"grid, over the same seeds, Evo {verdict(d0)} it, {format_diff(d0)}): "
                         f"the gap moved {move:+.1f} points" + (
-                            " toward Evo." if move > 0 else " toward LoraHub." if move < 0
-                            else "."))
+                            " toward Evo" if move > 0 else " toward LoraHub" if move < 0
+                            else "") + (
+                            "; LoraHub's cells scored the same test items right as in the grid "
+                            "(the change does not reach it), so the move is Evo's own."
+                            if same_hub else "."))
     if not rows:
         return []
     return (["## The paper's conditions varied (Evo − LoraHub)", "",

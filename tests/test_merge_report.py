@@ -167,6 +167,14 @@ def test_a_varied_condition_is_set_beside_the_grid_on_the_same_seeds() -> None:
     cond = "\n".join(conditions(grid, others))
     assert "Varied one at a time, measured (next section): adapter count." in cond
     assert "Search budget, number of user examples and model size were not varied." in cond
+    # a budget change leaves LoraHub's cells as they were: the move is said to be Evo's own
+    more = [_cell("trec", 13, "evo", 0.8, right), _cell("trec", 13, "lorahub", 0.9, right)]
+    for c in more:
+        c["recipe"]["stage2"] = {"evaluations": 1100}
+    text = "\n".join(varied(grid, {"merge-runs-1200-evaluations": more}))
+    assert ("the gap moved +50.0 points toward Evo; LoraHub's cells scored the same test "
+            "items right as in the grid (the change does not reach it), so the move is Evo's "
+            "own.") in text
 
 
 def test_varied_grids_beside_the_runs_are_read_only_if_on_the_same_zoo(tmp_path: Path) -> None:
