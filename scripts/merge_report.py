@@ -186,7 +186,8 @@ def ablation_claim(cells: list[dict], task: str) -> str | None:
     # "not shown" (the interval holds zero) and "hurt" (Evo did better without the part) are
     # different findings: a reader must not take one for the other
     held = ("**holds** for every part" if len(helps) == len(ABLATIONS) else
-            "holds for " + (", ".join(part[h] for h in helps) or "no part") + "; "
+            ("holds for " + ", ".join(part[h] for h in helps) if helps
+             else "**does not hold** for any part") + "; "
             + "; ".join(f"{what} {', '.join(part[v] for v in vs)}" for what, vs in
                         (("no difference shown for", by_verdict["is not distinguishable from"]),
                          ("Evo did better without", by_verdict["loses to"])) if vs))

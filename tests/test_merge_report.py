@@ -237,6 +237,10 @@ def test_the_ablation_claim_says_which_parts_help_from_the_intervals() -> None:
     assert ablation_claim(cells, "trec").endswith(
         "part helps holds for negative scales; Evo did better without denoising (stage 1), "
         "scaling (stage 2).")
+    cells[1] = _cell("trec", 13, "evo-no-sign", 1.0, "1" * 200)  # no part helps
+    assert ablation_claim(cells, "trec").endswith(
+        "part helps **does not hold** for any part; Evo did better without negative scales, "
+        "denoising (stage 1), scaling (stage 2).")
 
 
 def test_the_reproduce_command_names_every_flag_a_varied_grid_set() -> None:
