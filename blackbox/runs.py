@@ -267,18 +267,30 @@ def run_host(path: str | Path) -> str:
     return f"{host['cpu']} ({', '.join(host.get('cpu_units') or []) or 'no AVX2'})"
 
 
+def run_dtype(path: str | Path) -> str | None:
+    """The engine dtype a run's manifest records (``"float32"``), or ``None`` (a remote or
+    fake backend, or a manifest from before bbx recorded it)."""
+    f = Path(path) / "manifest.json"
+    data = json.loads(f.read_text()) if f.is_file() else {}
+    extra = ((data.get("backend") or {}).get("capabilities") or {}).get("extra") or {}
+    return extra.get("dtype")
+
+
 def machines_lines(cells: list[tuple[Path, str]], heading: str = "Machines (from the run "
                    "manifests)") -> list[str]:
     """Report lines naming the machines a grid's cells ran on. ``cells`` pairs each run
     directory with its comparison group (``"sst-2 s42"``: the runs whose paired differences
     are read against each other); a group split over machines is named, because its paired
-    differences then hold the machines' float differences as well as the methods'."""
+    differences then hold the machines' float differences as well as the methods', with
+    the dtype its cells share (float32 results differ far less between CPUs than bf16's)."""
     by_host: dict[str, list[str]] = {}
     hosts_of: dict[str, set[str]] = {}
+    dtypes_of: dict[str, set[str | None]] = {}
     for path, group in cells:
         host = run_host(path)
         by_host.setdefault(host, []).append(group)
         hosts_of.setdefault(group, set()).add(host)
+        dtypes_of.setdefault(group, set()).add(run_dtype(path))
     if not by_host:
         return []
     if len(by_host) == 1:
@@ -289,6 +301,14 @@ def machines_lines(cells: list[tuple[Path, str]], heading: str = "Machines (from
         out.append(f"- {host}: {len(groups)} cells ({counts})")
     split = [g for g, hosts in hosts_of.items() if len(hosts) > 1]
     if split:
-        out.append(f"- split over machines: {', '.join(split)} (their paired differences "
-                   "include the machines' float differences)")
+        shared = set().union(*(dtypes_of[g] for g in split))
+        if len(shared) == 1 and None not in shared:  # say a dtype all of them share once
+            names, what = ", ".join(split), f", every cell {next(iter(shared))}"
+        else:
+            names, what = ", ".join(
+                f"{g} (every cell {next(iter(dtypes_of[g]))})"
+                if len(dtypes_of[g]) == 1 and None not in dtypes_of[g] else g
+                for g in split), ""
+        out.append(f"- split over machines{what} (their paired differences include the "
+                   f"machines' float differences): {names}")
     return out + [""]

@@ -85,7 +85,7 @@ def test_report_reads_every_number_from_the_runs(tmp_path: Path) -> None:
     assert "0.123" not in text
     assert "10 of 56 cells" in text and "trec s42 base" in text and "sst-2 s87 evo" in text
     assert "- Some CPU (avx2): 1 cells (sst-2 s13 ×1)" in text
-    assert "- split over machines: sst-2 s13 (their paired differences" in text
+    assert "float differences): sst-2 s13" in text
     assert "| pos | mr | 1 | task default | 7 | none | 100 | 0.432 | 12 |" in text
     assert "This description of the zoo was made up." in text
     # a recovered description means the zoo itself is gone: the missing cells cannot resume

@@ -145,3 +145,28 @@ def test_a_failed_run_directory_is_reported_by_its_recipes_method(tmp_path: Path
          "usage": {"queries": 5, "tokens": 50, "cached": 0}, "run_wall_s": 2.0}))
     out = text_of(report(tmp_path).renderable())
     assert "bbx search-prompt (ClaPS)" in out and "failed: budget.max_queries reached" in out
+
+
+def test_a_seed_split_over_machines_is_named_with_the_dtype_its_cells_share(
+        tmp_path: Path) -> None:
+    from blackbox.runs import machines_lines
+
+    def cell(name: str, cpu: str, dtype: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({
+            "host": {"cpu": cpu, "cpu_units": ["avx2"]},
+            "backend": {"capabilities": {"extra": {"dtype": dtype}}}}))
+        return d
+
+    lines = machines_lines([(cell("a", "CPU A", "float32"), "mr s100"),
+                            (cell("b", "CPU B", "float32"), "mr s100"),
+                            (cell("c", "CPU A", "float32"), "mr s42"),
+                            (cell("d", "CPU A", "bfloat16"), "sst-2 s13"),
+                            (cell("e", "CPU B", "float32"), "sst-2 s13")])
+    only32 = machines_lines([(tmp_path / "a", "mr s100"), (tmp_path / "b", "mr s100")])
+    assert ("- split over machines, every cell float32 (their paired differences include the "
+            "machines' float differences): mr s100") in only32
+    assert "- CPU A (avx2): 3 cells (mr s100 ×1, mr s42 ×1, sst-2 s13 ×1)" in lines
+    assert ("- split over machines (their paired differences include the machines' float "
+            "differences): mr s100 (every cell float32), sst-2 s13") in lines
