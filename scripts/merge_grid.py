@@ -60,6 +60,13 @@ def _zoo_identity(manifest: dict) -> dict:
             for name, a in manifest.get("adapters", {}).items()}
 
 
+def same_adapters(part: dict, whole: dict) -> bool:
+    """Whether every adapter of zoo manifest ``part`` is in ``whole`` and of the same build:
+    a condition grid may run on a zoo built only as far as the adapters it merges."""
+    mine, theirs = _zoo_identity(part), _zoo_identity(whole)
+    return bool(mine) and all(theirs.get(name) == ident for name, ident in mine.items())
+
+
 def keep_zoo_description(args: argparse.Namespace) -> None:
     """Copy the zoo's ``zoo.json`` next to the runs: the zoo lives in the user cache of the
     machine that built it, the runs are committed, and the report describes the zoo from this

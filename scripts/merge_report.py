@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from merge_grid import DETERMINISTIC, SEEDS, TASKS, VARIANTS, _zoo_identity  # noqa: E402
+from merge_grid import DETERMINISTIC, SEEDS, TASKS, VARIANTS, same_adapters  # noqa: E402
 
 from blackbox.runs import machines_lines  # noqa: E402
 
@@ -530,12 +530,13 @@ def conditions(cells: list[dict], others: dict[str, list[dict]] | None = None) -
 def load_varied(runs: Path, zoo: dict) -> dict[str, list[dict]]:
     """The grids beside ``runs`` that vary one condition (folders named ``<runs>-<what>``),
     each under its folder name; one measured on another build of the zoo than ``zoo`` is
-    left out, and said to be on stdout (its Evo and LoraHub are not comparable)."""
+    left out, and said to be on stdout (its Evo and LoraHub are not comparable). A zoo built
+    only as far as the adapters a grid merges counts as the same build if those adapters
+    are (same specs, same final losses)."""
     out = {}
     for folder in sorted(runs.parent.glob(f"{runs.name}-*")):
         kept = folder / "zoo.json"
-        if not kept.is_file() or _zoo_identity(json.loads(kept.read_text())) != _zoo_identity(
-                zoo):
+        if not kept.is_file() or not same_adapters(json.loads(kept.read_text()), zoo):
             print(f"left out {folder}: not measured on the zoo of {runs}")
             continue
         cells, _ = load(folder)

@@ -192,6 +192,10 @@ def test_varied_grids_beside_the_runs_are_read_only_if_on_the_same_zoo(tmp_path:
     grid(tmp_path / "runs-6-adapters", 0.4)
     grid(tmp_path / "runs-1200-evaluations", 0.7)  # measured on another build
     assert list(load_varied(tmp_path / "runs", _zoo(0.4))) == ["runs-6-adapters"]
+    # the varied grid's zoo built only as far as the adapters it merges: the same build
+    whole = _zoo(0.4)
+    whole["adapters"]["neg"] = {**whole["adapters"]["pos"], "final_loss": 0.3}
+    assert list(load_varied(tmp_path / "runs", whole)) == ["runs-6-adapters"]
 
 
 def test_a_rerun_with_nothing_changed_is_a_reproduction_check_not_a_condition() -> None:
